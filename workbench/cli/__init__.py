@@ -35,11 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         # Expected user errors get one clear line, not a traceback.
         print(f"workbench {args.command}: error: {e}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The foundation's commands, run as a user runs them: the installed console script in a subprocess."""
+
+import os
+import subprocess
+from pathlib import Path
+
+from workbench import open_checkpoint
+
+
+def _wb(*args, cache=None):
+    env = dict(os.environ)
+    if cache:
+        env["WORKBENCH_CACHE"] = str(cache)
+    return subprocess.run(["workbench", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_make_tiny_then_info(tmp_path):
+    r = _wb("make-tiny", tmp_path / "ck", "--layout", "hf", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    ck = open_checkpoint(tmp_path / "ck")
+    assert ck.layout == "hf"
+    r = _wb("info", tmp_path / "ck")
+    assert r.returncode == 0, r.stderr
+    assert "model.layers.3.mlp.experts.down_proj_scales" in r.stdout  # the tensor table
+    assert f"num_experts = {ck.config.num_experts}" in r.stdout  # the config
+    lines = [l for l in r.stdout.splitlines() if l.startswith("3 ") and "mlp2_weight" in l]
+    assert len(lines) == 1  # one MXFP4 row per layer and weight
+
+
+def test_info_errors_are_one_clear_line(tmp_path):
+    r = _wb("info", tmp_path / "missing")
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "config.json").write_text("{}")
+    r = _wb("info", tmp_path)
+    assert r.returncode == 1 and "missing fields" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_readme_test_command_is_what_ci_runs():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text().splitlines()
+    i = readme.index("<!-- test-command -->")
+    assert readme[i + 1].startswith("```") and readme[i + 2].startswith("python -m pytest")
+    assert "<!-- test-command -->" in (root / ".ci" / "run").read_text()
