@@ -175,8 +175,8 @@ class Conversation:
             if namespace is None and callable(tool):
                 self.add_function(tool)
             elif namespace == "functions":
-                for fn in tool.callables.values() if hasattr(tool, "callables") else ():
-                    self.add_function(fn, name=getattr(fn, "__tool_name__", None))
+                for name, fn in getattr(tool, "callables", {}).items():
+                    self.add_function(fn, name=name)
             elif namespace not in self.namespaces:
                 self.add_builtin(namespace, tool.config())
         return self
