@@ -1,0 +1,214 @@
+"""Attention with per-head sinks, causal or sliding-window masks, GQA, prefill and decode over a KV cache.
+
+    attention(q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, D], sinks [Hq], scale, window=None, offset=0)
+        -> out [T, Hq, D]                       (and sink_prob [Hq, T] with return_sink_prob=True)
+
+Query t sits at absolute position i = offset + t and sees key j iff j <= i, and i - window < j when
+``window`` is set (None or 0: full causal). Keys at or beyond S do not exist. With s_ij = scale * q_i.k_j
+(head h reading KV head h // (Hq / Hkv)):
+
+    w_ij = exp(s_ij) / (sum_j' exp(s_ij') + exp(sink_h))        out_i = sum_j w_ij v_j
+    sink_prob_hi = exp(sink_h) / (sum_j' exp(s_ij') + exp(sink_h))
+
+The sink is a logit that is neither scaled nor paired with a value.
+
+The kernel is FlashAttention-style: online softmax over key tiles, fp32 accumulators, the sink folded in
+as the running maximum's starting value. GQA without copying: the query heads that share a KV head are
+packed into the rows of one tile (row r = t * G + g for G = Hq / Hkv), so each program reads its K/V
+tiles once for all G heads. Key tiles entirely inside every row's visible range skip the mask. For few
+rows over many keys (decode) the key range is split over several programs (flash-decoding) and the
+partial results are merged, the sink added once, in torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import check, dot, next_pow2, num_sms, tl, triton, upcast_dots
+
+LOG2E = 1.4426950408889634
+NO_WINDOW = 1 << 30  # "window" value meaning full causal attention
+
+
+def attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, scale: float | None = None,
+                    window: int | None = None, offset: int = 0, *, return_sink_prob: bool = False):
+    """Reference in fp32 torch ops; same signature and result as ``attention``. Materialises [Hq, T, S]."""
+    T, Hq, D = q.shape
+    S, Hkv, _ = k.shape
+    G = Hq // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    qf = q.float().view(T, Hkv, G, D)
+    scores = torch.einsum("tkgd,skd->kgts", qf, k.float()).reshape(Hq, T, S) * scale
+    i = offset + torch.arange(T, device=q.device)[:, None]
+    j = torch.arange(S, device=q.device)[None, :]
+    visible = j <= i
+    if window:
+        visible &= j > i - window
+    scores = scores.masked_fill(~visible, float("-inf"))
+    sink = sinks.float().view(Hq, 1, 1).expand(Hq, T, 1)
+    probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)  # [Hq, T, S + 1]
+    out = torch.einsum("kgts,skd->tkgd", probs[..., :S].view(Hkv, G, T, S), v.float()).reshape(T, Hq, D)
+    out = out.to(q.dtype)
+    return (out, probs[..., S]) if return_sink_prob else out
+
+
+@triton.jit
+def _attn_tiles(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, lo, hi, pos, S, window, scale_log2,
+                d, d_ok, MASK: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+    """Online softmax over key tiles starting at lo, lo + BLOCK_N, ... < hi (log2 domain)."""
+    for start in range(lo, hi, BLOCK_N):
+        j = start + tl.arange(0, BLOCK_N)
+        if MASK:
+            j_ok = j < S
+        else:
+            j_ok = j >= 0
+        kt = tl.load(K + j[None, :] * stride_kt + d[:, None], mask=d_ok[:, None] & j_ok[None, :], other=0.0)  # [D, N]
+        s = dot(q, kt, tl.zeros((q.shape[0], BLOCK_N), tl.float32), UPCAST) * scale_log2
+        if MASK:
+            visible = (j[None, :] <= pos[:, None]) & (j[None, :] > pos[:, None] - window) & (j < S)[None, :]
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        vt = tl.load(V + j[:, None] * stride_vt + d[None, :], mask=j_ok[:, None] & d_ok[None, :], other=0.0)  # [N, D]
+        acc = dot(p.to(vt.dtype), vt, acc * alpha[:, None], UPCAST)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attn_kernel(Q, K, V, Sinks, Out, SinkP, Mbuf, Lbuf, Abuf,
+                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+                 T, S, offset, window, chunk, base, scale_log2,
+                 G: tl.constexpr, HQ: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr):
+    pid_m = tl.program_id(0)
+    kvh = tl.program_id(1)
+    sid = tl.program_id(2)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # packed (query position, head in group)
+    t = rows // G
+    h = kvh * G + rows % G
+    row_ok = t < T
+    pos = offset + t
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    q = tl.load(Q + t[:, None] * stride_qt + h[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    sink = tl.load(Sinks + h, mask=row_ok, other=0.0).to(tl.float32) * 1.4426950408889634
+
+    # Key range of this program: rows see [row_lo, row_hi); all rows see [full_lo, full_hi).
+    p0 = offset + (pid_m * BLOCK_M) // G
+    p1 = offset + tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // G, T - 1)
+    row_lo = tl.maximum(p0 - window + 1, 0)
+    row_hi = tl.minimum(p1 + 1, S)
+    full_lo = tl.maximum(p1 - window + 1, 0)
+    full_hi = tl.minimum(p0 + 1, S)
+    chunk_lo = base + sid * chunk  # this split's keys: [chunk_lo, chunk_lo + chunk), BLOCK_N-aligned
+    lo = tl.maximum(row_lo, chunk_lo)
+    hi = tl.minimum(row_hi, chunk_lo + chunk)
+    lo_t = (lo // BLOCK_N) * BLOCK_N
+    f_lo = tl.minimum(((tl.maximum(full_lo, lo) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, hi)
+    f_hi = tl.maximum((tl.minimum(full_hi, hi) // BLOCK_N) * BLOCK_N, f_lo)
+
+    if SPLIT:
+        m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+    else:
+        m_i = sink
+        l_i = tl.full((BLOCK_M,), 1.0, tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    Kh = K + kvh * stride_kh
+    Vh = V + kvh * stride_vh
+    # masked tiles before the fully visible ones, the fully visible ones unmasked, masked tiles after
+    acc, m_i, l_i = _attn_tiles(acc, m_i, l_i, q, Kh, Vh, stride_kt, stride_vt, lo_t, f_lo, pos, S, window,
+                                scale_log2, d, d_ok, True, BLOCK_N, UPCAST)
+    acc, m_i, l_i = _attn_tiles(acc, m_i, l_i, q, Kh, Vh, stride_kt, stride_vt, f_lo, f_hi, pos, S, window,
+                                scale_log2, d, d_ok, False, BLOCK_N, UPCAST)
+    acc, m_i, l_i = _attn_tiles(acc, m_i, l_i, q, Kh, Vh, stride_kt, stride_vt, f_hi, hi, pos, S, window,
+                                scale_log2, d, d_ok, True, BLOCK_N, UPCAST)
+
+    if SPLIT:  # partial results, merged in torch: buffers [splits, T, HQ(, D)]
+        part = (sid * T + t) * HQ + h
+        tl.store(Mbuf + part, m_i, mask=row_ok)
+        tl.store(Lbuf + part, l_i, mask=row_ok)
+        tl.store(Abuf + part[:, None] * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        out = acc / l_i[:, None]
+        tl.store(Out + t[:, None] * stride_ot + h[:, None] * stride_oh + d[None, :], out.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None] & d_ok[None, :])
+        tl.store(SinkP + h * T + t, tl.exp2(sink - m_i) / l_i, mask=row_ok)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, scale: float | None = None,
+              window: int | None = None, offset: int = 0, *, return_sink_prob: bool = False,
+              block_m: int | None = None, block_n: int | None = None, num_splits: int | None = None,
+              num_warps: int | None = None, num_stages: int | None = None):
+    """Triton attention with sinks; see the module docstring. Tile sizes are parameters (tests use small ones).
+
+    q [T, Hq, D], k/v [S, Hkv, D] (last dim contiguous), sinks [Hq]; scale defaults to 1/sqrt(D);
+    ``offset``: absolute position of q[0] (the number of cached keys before it). ``num_splits``: split the
+    key range over this many programs per row tile (None: chosen from the device's size).
+    Returns out [T, Hq, D] in q.dtype, and sink_prob [Hq, T] fp32 when ``return_sink_prob``.
+    """
+    check(_attn_kernel, q, k, v, sinks)
+    T, Hq, D = q.shape
+    S, Hkv, Dk = k.shape
+    if v.shape != k.shape or Dk != D or Hq % Hkv or sinks.shape != (Hq,):
+        raise ValueError(f"attention shapes do not fit: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, "
+                         f"sinks {list(sinks.shape)} (want q [T,Hq,D], k/v [S,Hkv,D], Hq % Hkv == 0, sinks [Hq])")
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    sinks = sinks.contiguous()
+    G = Hq // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    win = int(window) if window else NO_WINDOW
+    out = torch.empty_like(q)
+    sink_prob = torch.empty((Hq, T), dtype=torch.float32, device=q.device)
+    if T == 0:
+        return (out, sink_prob) if return_sink_prob else out
+    rows = T * G
+    block_m = block_m or max(16, min(128 if q.device.type == "cuda" else 64, next_pow2(rows)))
+    block_n = block_n or 64
+    m_tiles = triton.cdiv(rows, block_m)
+    # keys anyone can see: [k_lo, k_hi)
+    k_lo = max(0, offset - win + 1)
+    k_hi = min(S, offset + T)
+    base = (k_lo // block_n) * block_n
+    span_tiles = max(1, triton.cdiv(k_hi - base, block_n))
+    if num_splits is None:
+        programs = m_tiles * Hkv
+        num_splits = 1
+        if programs < num_sms(q.device) and span_tiles >= 8:
+            num_splits = min(span_tiles // 4, triton.cdiv(2 * num_sms(q.device), programs))
+    num_splits = max(1, min(int(num_splits), span_tiles))
+    chunk = triton.cdiv(span_tiles, num_splits) * block_n
+    num_splits = triton.cdiv(span_tiles * block_n, chunk)
+    split = num_splits > 1
+    if split:
+        mbuf = torch.empty((num_splits, T, Hq), dtype=torch.float32, device=q.device)
+        lbuf = torch.empty_like(mbuf)
+        abuf = torch.empty((num_splits, T, Hq, D), dtype=torch.float32, device=q.device)
+    else:
+        chunk, mbuf, lbuf, abuf = NO_WINDOW, sink_prob, sink_prob, sink_prob
+    opts = {}
+    if num_warps:
+        opts["num_warps"] = num_warps
+    if num_stages:
+        opts["num_stages"] = num_stages
+    _attn_kernel[(m_tiles, Hkv, num_splits)](
+        q, k, v, sinks, out, sink_prob, mbuf, lbuf, abuf,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        T, S, offset, win, chunk, base, scale * LOG2E,
+        G=G, HQ=Hq, HEAD_DIM=D, BLOCK_D=next_pow2(D), BLOCK_M=block_m, BLOCK_N=block_n,
+        SPLIT=split, UPCAST=upcast_dots(q), **opts)
+    if split:  # merge the splits' (max, sum, acc) and add the sink once
+        sink2 = (sinks.float() * LOG2E)[None, :]  # [1, Hq]
+        m = torch.maximum(mbuf.amax(0), sink2)  # [T, Hq]
+        w = torch.exp2(mbuf - m)  # [splits, T, Hq]
+        p_sink = torch.exp2(sink2 - m)
+        denom = (lbuf * w).sum(0) + p_sink
+        out = ((abuf * w[..., None]).sum(0) / denom[..., None]).to(q.dtype)
+        sink_prob = (p_sink / denom).t().contiguous()
+    return (out, sink_prob) if return_sink_prob else out

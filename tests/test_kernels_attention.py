@@ -1,0 +1,99 @@
+"""Attention-with-sinks kernel vs the torch reference vs a naive float64 oracle (loops over heads and queries)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from _kernels_interp import interpret_env, load_interpreted  # noqa: F401 (fixture)
+
+K = load_interpreted()
+pytestmark = pytest.mark.usefixtures("interpret_env")
+
+
+def naive_attention(q, k, v, sinks, scale, window, offset):
+    """float64, one (head, query) at a time, straight from the formula; returns (out [T,Hq,D], sink_prob [Hq,T])."""
+    T, Hq, D = q.shape
+    S, Hkv, _ = k.shape
+    q, k, v, sinks = q.double(), k.double(), v.double(), sinks.double()
+    out = torch.zeros(T, Hq, D, dtype=torch.float64)
+    sink_prob = torch.zeros(Hq, T, dtype=torch.float64)
+    for h in range(Hq):
+        kvh = h // (Hq // Hkv)
+        for t in range(T):
+            i = offset + t
+            keys = [j for j in range(S) if j <= i and (not window or j > i - window)]
+            s = [scale * float(q[t, h] @ k[j, kvh]) for j in keys]
+            denom = sum(math.exp(x) for x in s) + math.exp(float(sinks[h]))
+            for x, j in zip(s, keys):
+                out[t, h] += math.exp(x) / denom * v[j, kvh]
+            sink_prob[h, t] = math.exp(float(sinks[h])) / denom
+    return out, sink_prob
+
+
+def make(T, S, Hq, Hkv, D, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(T, Hq, D, generator=g).to(dtype)
+    k = torch.randn(S, Hkv, D, generator=g).to(dtype)
+    v = torch.randn(S, Hkv, D, generator=g).to(dtype)
+    sinks = (torch.randn(Hq, generator=g) * 2).to(dtype)
+    return q, k, v, sinks
+
+
+@pytest.mark.parametrize("T,S,offset,Hq,Hkv,window", [(7, 7, 0, 4, 2, None), (3, 12, 9, 4, 1, 4), (2, 9, 3, 2, 2, 50)])
+def test_reference_matches_naive(T, S, offset, Hq, Hkv, window):
+    q, k, v, sinks = make(T, S, Hq, Hkv, 8)
+    out, sp = K.attention_torch(q, k, v, sinks, 0.3, window, offset, return_sink_prob=True)
+    want_out, want_sp = naive_attention(q, k, v, sinks, 0.3, window, offset)
+    torch.testing.assert_close(out.double(), want_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sp.double(), want_sp, atol=1e-6, rtol=1e-5)
+
+
+CASES = [  # T, S, offset, Hq, Hkv, D, window, splits; tiles are 16 x 16
+    (19, 19, 0, 2, 2, 16, None, 1),     # prefill, no GQA, T not a multiple of the tile
+    (21, 21, 0, 4, 2, 16, 5, 1),        # GQA 2, window shorter than the sequence
+    (13, 13, 0, 4, 1, 16, 64, 1),       # GQA 4, window longer than the sequence
+    (1, 37, 36, 8, 2, 16, None, None),  # decode over a KV cache, automatic split
+    (1, 40, 39, 4, 2, 64, 8, 1),        # decode, sliding window, head_dim 64
+    (5, 50, 25, 4, 4, 16, 7, 3),        # chunked prefill mid-cache, window; cache longer than used
+    (6, 45, 39, 4, 1, 16, None, 3),     # split key range, GQA 4
+    (4, 4, 0, 2, 1, 16, 1, 1),          # window 1: each query sees only itself
+    (1, 100, 99, 2, 1, 16, 40, 1),      # decode: masked tile, unmasked tiles, masked tile
+    (40, 40, 0, 1, 1, 16, 30, 1),       # prefill row tile 2: masked, unmasked, masked key tiles
+]
+
+
+@pytest.mark.parametrize("T,S,offset,Hq,Hkv,D,window,splits", CASES)
+def test_kernel_matches_reference(T, S, offset, Hq, Hkv, D, window, splits):
+    q, k, v, sinks = make(T, S, Hq, Hkv, D, seed=T + S)
+    scale = 1 / math.sqrt(D)
+    out, sp = K.attention(q, k, v, sinks, scale, window, offset, return_sink_prob=True,
+                          block_m=16, block_n=16, num_splits=splits)
+    want_out, want_sp = K.attention_torch(q, k, v, sinks, scale, window, offset, return_sink_prob=True)
+    assert out.shape == (T, Hq, D) and out.dtype == q.dtype and sp.shape == (Hq, T)
+    torch.testing.assert_close(out, want_out, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(sp, want_sp, atol=2e-6, rtol=1e-4)
+
+
+def test_kernel_bf16_gqa_strided_q():
+    qkv = torch.randn(11, 8 + 2 * 2, 64).to(torch.bfloat16)  # q, k, v slices of one projection, like the model's
+    q, k, v = qkv[:, :8], qkv[:, 8:10], qkv[:, 10:12]
+    sinks = torch.randn(8).to(torch.bfloat16)
+    out = K.attention(q, k, v, sinks, 0.125, 4, 0, block_m=16, block_n=16)
+    want = K.attention_torch(q, k, v, sinks, 0.125, 4, 0)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_queries_without_visible_keys_give_zero_and_all_sink():
+    q, k, v, sinks = make(3, 10, 2, 1, 16)
+    out, sp = K.attention(q, k, v, sinks, None, 2, 20, return_sink_prob=True, block_m=16, block_n=16)  # keys < 19
+    assert torch.count_nonzero(out) == 0 and torch.equal(sp, torch.ones(2, 3))
+
+
+def test_bad_shapes():
+    q, k, v, sinks = make(2, 4, 3, 2, 16)
+    with pytest.raises(ValueError, match="Hq % Hkv"):
+        K.attention(q, k, v, sinks)
