@@ -1,0 +1,311 @@
+"""Mixture-of-experts MLP on packed MXFP4 expert weights, dequantised inside the matmuls.
+
+    moe(x [T, H], expert_idx [T, k], expert_weights [T, k],
+        mlp1_blocks [E, 2I, H/32, 16], mlp1_scales [E, 2I, H/32], mlp1_bias [E, 2I],
+        mlp2_blocks [E, H, I/32, 16],  mlp2_scales [E, H, I/32],  mlp2_bias [E, H], swiglu_limit) -> y [T, H]
+
+For each token t and slot s, with e = expert_idx[t, s] (W1, W2 the dequantised MXFP4 weights):
+
+    h    = x_t W1[e]^T + b1[e]                          [2I]; gate/up interleaved (even/odd columns)
+    gate = min(h[0::2], limit);  up = clamp(h[1::2], -limit, limit)
+    act  = gate * sigmoid(1.702 * gate) * (up + 1)      [I]   (rounded to x.dtype)
+    y_t += expert_weights[t, s] * (act W2[e]^T + b2[e])
+
+MXFP4 layout (see workbench.mxfp4): byte j of a row holds element 2j in its low nibble and 2j+1 in its high
+nibble; each 16 bytes (32 elements) share the scale 2**(scale_byte - 127). The kernels read the packed
+bytes and scales, decode each nibble with integer ops into fp32 (sign, exponent and mantissa bits placed
+directly; code 1, the one subnormal, 0.5, by a select), multiply by the block scale and feed the matmul;
+dequantised weights never reach memory. A scale byte of 0 (2**-127) decodes as 0 here. The even and odd
+elements are two half-width matmuls against x's even and odd columns, so nothing needs interleaving.
+
+Two schedules:
+- decode (few tokens; the default when T*k <= 32): one program per (token, slot) and column block runs a
+  matrix-vector product on the CUDA cores; no sorting or host work; every picked expert's weights are
+  read once per pick; the second kernel sums a token's k experts in registers and writes y directly.
+- grouped (prefill): (token, slot) pairs are sorted by expert (argsort, bincount, a tile table built
+  on the device: no host sync, so CUDA graphs can capture it); each program takes a tile of up to
+  BLOCK_M rows of one expert and a column block, gathers the rows of x and runs tl.dot; the weighted
+  second-layer outputs go to a per-pair buffer that is summed over the k slots.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import check, dot, next_pow2, tl, triton, upcast_dots
+
+from workbench.mxfp4 import BLOCK, BYTES_PER_BLOCK, dequantize  # the MXFP4 layout facts, nothing else
+
+
+def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
+    """h [..., 2I] (gate, up interleaved) -> [..., I]: the clamped SwiGLU of gpt-oss."""
+    gate = h[..., 0::2].clamp(max=limit)
+    up = h[..., 1::2].clamp(-limit, limit)
+    return gate * torch.sigmoid(1.702 * gate) * (up + 1)
+
+
+def moe_torch(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2_blocks, mlp2_scales,
+              mlp2_bias, swiglu_limit: float = 7.0) -> torch.Tensor:
+    """Reference (same signature as ``moe``): fp32 math, one used expert at a time, dequantised whole.
+
+    Like the kernel, it rounds the activation to x.dtype between the two layers. Returns y [T, H] in x.dtype.
+    """
+    T, H = x.shape
+    xf = x.float()
+    y = torch.zeros((T, H), dtype=torch.float32, device=x.device)
+    for e in expert_idx.unique().tolist():
+        tok, slot = (expert_idx == e).nonzero(as_tuple=True)
+        w1 = dequantize(mlp1_blocks[e], mlp1_scales[e], torch.float32)  # [2I, H]
+        act = swiglu(xf[tok] @ w1.T + mlp1_bias[e].float(), swiglu_limit).to(x.dtype).float()
+        w2 = dequantize(mlp2_blocks[e], mlp2_scales[e], torch.float32)  # [H, I]
+        out = act @ w2.T + mlp2_bias[e].float()
+        y.index_add_(0, tok, out * expert_weights[tok, slot].float()[:, None])
+    return y.to(x.dtype)
+
+
+# ---- Triton ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _e2m1(code):
+    """E2M1 codes (int32, 0..15) -> fp32: 0, .5, 1, 1.5, 2, 3, 4, 6 and their negatives (code | 8)."""
+    em = code & 7
+    # em >= 2: fp32 exponent (em >> 1) - 1, mantissa bit em & 1; em = 1 is the subnormal 0.5; em = 0 is 0
+    bits = tl.where(em > 1, (em << 22) + 0x3F000000, em * 0x3F000000)
+    return (bits | ((code & 8) << 28)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dequant(Wb, Ws, rows, row_ok, j, j_ok, ROW_BYTES: tl.constexpr):
+    """Rows ``rows`` [R] x byte columns ``j`` [C] of an MXFP4 matrix with ROW_BYTES bytes a row
+    -> (even elements, odd elements), fp32 [R, C]. Masked places give 0."""
+    m = row_ok[:, None] & j_ok[None, :]
+    b = tl.load(Wb + rows[:, None] * ROW_BYTES + j[None, :], mask=m, other=0).to(tl.int32)
+    s = tl.load(Ws + rows[:, None] * (ROW_BYTES // 16) + (j // 16)[None, :], mask=m, other=0).to(tl.int32)
+    scale = (s << 23).to(tl.float32, bitcast=True)  # 2 ** (s - 127)
+    return _e2m1(b & 15) * scale, _e2m1(b >> 4) * scale
+
+
+@triton.jit
+def _mac(acc, xe, xo, w_lo, w_hi, BLOCK_M: tl.constexpr, UPCAST: tl.constexpr):
+    """acc [M, N] + xe @ w_lo^T + xo @ w_hi^T for x halves [M, C] and fp32 weight halves [N, C]."""
+    if BLOCK_M == 1:  # matrix-vector: products on the CUDA cores, fp32
+        acc += (tl.sum(xe.to(tl.float32) * w_lo, axis=1) + tl.sum(xo.to(tl.float32) * w_hi, axis=1))[None, :]
+    else:
+        acc = dot(xe, tl.trans(w_lo.to(xe.dtype)), acc, UPCAST)
+        acc = dot(xo, tl.trans(w_hi.to(xo.dtype)), acc, UPCAST)
+    return acc
+
+
+@triton.jit
+def _mlp1_kernel(X, Idx, Order, TileE, TileR0, TileR1, Wb, Ws, Bias, Act, stride_x, K, limit,
+                 H: tl.constexpr, I: tl.constexpr, GROUPED: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+    """act[r, n] = swiglu(x[token(r)] W1[e]^T + b1[e])[n] for the rows r of one tile (grouped: sorted
+    positions, decode: the pair itself) and a block of BLOCK_N activation columns (2*BLOCK_N rows of W1)."""
+    tile = tl.program_id(0)
+    if GROUPED:
+        e = tl.load(TileE + tile)
+        r0 = tl.load(TileR0 + tile)
+        r1 = tl.load(TileR1 + tile)
+    else:
+        e = tl.load(Idx + tile)
+        r0 = tile
+        r1 = tile + 1
+    if r0 >= r1:
+        return
+    rows = r0 + tl.arange(0, BLOCK_M)
+    row_ok = rows < r1
+    if GROUPED:
+        pair = tl.load(Order + rows, mask=row_ok, other=0)
+    else:
+        pair = rows
+    tok = (pair // K).to(tl.int64)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < I
+    e = e.to(tl.int64)
+    W = Wb + e * (2 * I * (H // 2))
+    S = Ws + e * (2 * I * (H // 32))
+    acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, H // 2, BLOCK_K // 2):
+        j = k0 + tl.arange(0, BLOCK_K // 2)  # byte columns: elements 2j, 2j+1
+        j_ok = j < H // 2
+        xm = row_ok[:, None] & j_ok[None, :]
+        xe = tl.load(X + tok[:, None] * stride_x + 2 * j[None, :], mask=xm, other=0.0)
+        xo = tl.load(X + tok[:, None] * stride_x + 2 * j[None, :] + 1, mask=xm, other=0.0)
+        g_lo, g_hi = _dequant(W, S, 2 * n, n_ok, j, j_ok, H // 2)
+        acc_g = _mac(acc_g, xe, xo, g_lo, g_hi, BLOCK_M, UPCAST)
+        u_lo, u_hi = _dequant(W, S, 2 * n + 1, n_ok, j, j_ok, H // 2)
+        acc_u = _mac(acc_u, xe, xo, u_lo, u_hi, BLOCK_M, UPCAST)
+    b_g = tl.load(Bias + e * (2 * I) + 2 * n, mask=n_ok, other=0.0).to(tl.float32)
+    b_u = tl.load(Bias + e * (2 * I) + 2 * n + 1, mask=n_ok, other=0.0).to(tl.float32)
+    gate = tl.minimum(acc_g + b_g[None, :], limit)
+    up = tl.minimum(tl.maximum(acc_u + b_u[None, :], -limit), limit)
+    act = gate * tl.sigmoid(1.702 * gate) * (up + 1.0)
+    tl.store(Act + rows.to(tl.int64)[:, None] * I + n[None, :], act.to(Act.dtype.element_ty),
+             mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _mlp2_grouped_kernel(Act, Order, TileE, TileR0, TileR1, Wt, Wb, Ws, Bias, Ypair,
+                         H: tl.constexpr, I: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+    """ypair[pair(r), n] = w[pair(r)] * (act[r] W2[e]^T + b2[e])[n] for the sorted rows r of one tile."""
+    tile = tl.program_id(0)
+    e = tl.load(TileE + tile)
+    r0 = tl.load(TileR0 + tile)
+    r1 = tl.load(TileR1 + tile)
+    if r0 >= r1:
+        return
+    rows = r0 + tl.arange(0, BLOCK_M)
+    row_ok = rows < r1
+    pair = tl.load(Order + rows, mask=row_ok, other=0).to(tl.int64)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < H
+    e = e.to(tl.int64)
+    W = Wb + e * (H * (I // 2))
+    S = Ws + e * (H * (I // 32))
+    A = Act + rows.to(tl.int64)[:, None] * I
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, I // 2, BLOCK_K // 2):
+        j = k0 + tl.arange(0, BLOCK_K // 2)
+        j_ok = j < I // 2
+        am = row_ok[:, None] & j_ok[None, :]
+        ae = tl.load(A + 2 * j[None, :], mask=am, other=0.0)
+        ao = tl.load(A + 2 * j[None, :] + 1, mask=am, other=0.0)
+        w_lo, w_hi = _dequant(W, S, n, n_ok, j, j_ok, I // 2)
+        acc = _mac(acc, ae, ao, w_lo, w_hi, BLOCK_M, UPCAST)
+    bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)
+    wt = tl.load(Wt + pair, mask=row_ok, other=0.0).to(tl.float32)
+    y = (acc + bias[None, :]) * wt[:, None]
+    tl.store(Ypair + pair[:, None] * H + n[None, :], y, mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _mlp2_token_kernel(Act, Idx, Wt, Wb, Ws, Bias, Y, K,
+                       H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """y[t, n] = sum_s w[t,s] * (act[t*K+s] W2[e_ts]^T + b2[e_ts])[n]: a token's k experts summed in registers."""
+    t = tl.program_id(0)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < H
+    zero = tl.zeros((1,), tl.int32)
+    out = tl.zeros((1, BLOCK_N), tl.float32)
+    for s in range(0, K):
+        pair = t * K + s
+        e = tl.load(Idx + pair).to(tl.int64)
+        W = Wb + e * (H * (I // 2))
+        S = Ws + e * (H * (I // 32))
+        A = Act + pair.to(tl.int64) * I
+        acc = tl.zeros((1, BLOCK_N), tl.float32)
+        for k0 in range(0, I // 2, BLOCK_K // 2):
+            j = k0 + tl.arange(0, BLOCK_K // 2)
+            j_ok = j < I // 2
+            ae = tl.load(A + 2 * j[None, :], mask=j_ok[None, :], other=0.0)
+            ao = tl.load(A + 2 * j[None, :] + 1, mask=j_ok[None, :], other=0.0)
+            w_lo, w_hi = _dequant(W, S, n, n_ok, j, j_ok, I // 2)
+            acc = _mac(acc, ae, ao, w_lo, w_hi, 1, False)
+        bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)
+        wt = tl.load(Wt + pair + zero).to(tl.float32)  # [1]
+        out += (acc + bias[None, :]) * wt[:, None]
+    tl.store(Y + t * H + n[None, :], out.to(Y.dtype.element_ty), mask=n_ok[None, :])
+
+
+def _check_shapes(x, expert_idx, expert_weights, b1, s1, bias1, b2, s2, bias2):
+    T, H = x.shape
+    E, two_i = b1.shape[:2]
+    I = two_i // 2
+    want = {
+        "expert_idx": (expert_idx, (T, expert_idx.shape[-1])),
+        "expert_weights": (expert_weights, (T, expert_idx.shape[-1])),
+        "mlp1_blocks": (b1, (E, 2 * I, H // BLOCK, BYTES_PER_BLOCK)),
+        "mlp1_scales": (s1, (E, 2 * I, H // BLOCK)),
+        "mlp1_bias": (bias1, (E, 2 * I)),
+        "mlp2_blocks": (b2, (E, H, I // BLOCK, BYTES_PER_BLOCK)),
+        "mlp2_scales": (s2, (E, H, I // BLOCK)),
+        "mlp2_bias": (bias2, (E, H)),
+    }
+    for name, (t, shape) in want.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"moe: {name} has shape {list(t.shape)}, expected {list(shape)} "
+                             f"(from x [T={T}, H={H}] and mlp1_blocks [E={E}, 2I={two_i}, ...])")
+    if H % BLOCK or I % BLOCK or two_i % 2:
+        raise ValueError(f"moe: H={H} and I={I} must be multiples of {BLOCK}")
+    for name, t in (("mlp1_blocks", b1), ("mlp1_scales", s1), ("mlp2_blocks", b2), ("mlp2_scales", s2)):
+        if t.dtype != torch.uint8:
+            raise ValueError(f"moe: {name} must be uint8 (packed MXFP4), got {t.dtype}")
+    return T, H, E, I
+
+
+def _tile_table(flat_idx: torch.Tensor, E: int, block_m: int):
+    """Sort (token, slot) pairs by expert and cut each expert's run into tiles of <= block_m rows.
+
+    Returns order [N] (sorted position -> pair id) and per tile (expert, first row, end row) [n_tiles];
+    n_tiles = ceil(N / block_m) + min(E, N) bounds the count, so unused tiles have first == end. All on
+    the device: no host synchronisation.
+    """
+    N = flat_idx.numel()
+    order = torch.argsort(flat_idx, stable=True)
+    counts = torch.bincount(flat_idx, minlength=E)[:E]
+    n_tiles = (counts + block_m - 1) // block_m
+    tile_end = torch.cumsum(n_tiles, 0)
+    row_begin = torch.cumsum(counts, 0) - counts
+    max_tiles = triton.cdiv(N, block_m) + min(E, N)
+    tid = torch.arange(max_tiles, device=flat_idx.device)
+    te = torch.searchsorted(tile_end, tid, right=True)
+    ok = te < E
+    tec = te.clamp(max=E - 1)
+    r0 = row_begin[tec] + (tid - (tile_end - n_tiles)[tec]) * block_m
+    r1 = torch.minimum(r0 + block_m, row_begin[tec] + counts[tec])
+    return order, tec, r0, torch.where(ok, r1, r0)
+
+
+def moe(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2_blocks, mlp2_scales, mlp2_bias,
+        swiglu_limit: float = 7.0, *, grouped: bool | None = None, block_m: int | None = None,
+        block_n: int | None = None, block_k: int | None = None, block_n2: int | None = None,
+        num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
+    """Triton MoE (see the module docstring). Returns y [T, H] in x.dtype.
+
+    ``grouped``: None picks decode for T*k <= 32, else grouped. Tile sizes: ``block_m`` rows per tile
+    (grouped; default from the average rows per expert, 16..64), ``block_n`` activation columns per
+    program in the first layer, ``block_n2`` output columns in the second, ``block_k`` reduction
+    elements per step (a power of two >= 32).
+    """
+    check(_mlp1_kernel, x, expert_idx, mlp1_blocks)
+    T, H, E, I = _check_shapes(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias,
+                               mlp2_blocks, mlp2_scales, mlp2_bias)
+    K = expert_idx.shape[1]
+    N = T * K
+    if N == 0:
+        return torch.zeros_like(x)
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    flat_idx = expert_idx.reshape(-1).contiguous()
+    flat_w = expert_weights.reshape(-1).contiguous()
+    b1, s1, bias1 = mlp1_blocks.contiguous(), mlp1_scales.contiguous(), mlp1_bias.contiguous()
+    b2, s2, bias2 = mlp2_blocks.contiguous(), mlp2_scales.contiguous(), mlp2_bias.contiguous()
+    grouped = N > 32 if grouped is None else grouped
+    opts = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v}
+    act = torch.empty((N, I), dtype=x.dtype, device=x.device)
+    upcast = upcast_dots(x)
+    if not grouped:
+        bn, bk = block_n or 16, block_k or 256
+        _mlp1_kernel[(N, triton.cdiv(I, bn))](
+            x, flat_idx, flat_idx, flat_idx, flat_idx, flat_idx, b1, s1, bias1, act, x.stride(0), K,
+            float(swiglu_limit), H=H, I=I, GROUPED=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, UPCAST=False, **opts)
+        y = torch.empty_like(x)
+        bn2 = block_n2 or 16
+        _mlp2_token_kernel[(T, triton.cdiv(H, bn2))](
+            act, flat_idx, flat_w, b2, s2, bias2, y, K, H=H, I=I, BLOCK_N=bn2, BLOCK_K=bk, **opts)
+        return y
+    bm = block_m or max(16, min(64, next_pow2(triton.cdiv(N, E))))
+    bn, bk = block_n or 64, block_k or 128
+    order, tile_e, tile_r0, tile_r1 = _tile_table(flat_idx, E, bm)
+    n_tiles = tile_e.numel()
+    _mlp1_kernel[(n_tiles, triton.cdiv(I, bn))](
+        x, flat_idx, order, tile_e, tile_r0, tile_r1, b1, s1, bias1, act, x.stride(0), K, float(swiglu_limit),
+        H=H, I=I, GROUPED=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, UPCAST=upcast, **opts)
+    ypair = torch.empty((N, H), dtype=torch.float32, device=x.device)
+    bn2 = block_n2 or 128
+    _mlp2_grouped_kernel[(n_tiles, triton.cdiv(H, bn2))](
+        act, order, tile_e, tile_r0, tile_r1, flat_w, b2, s2, bias2, ypair,
+        H=H, I=I, BLOCK_M=bm, BLOCK_N=bn2, BLOCK_K=bk, UPCAST=upcast, **opts)
+    return ypair.view(T, K, H).sum(1).to(x.dtype)
