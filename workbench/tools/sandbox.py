@@ -90,8 +90,8 @@ if not iso["user_namespace"]:  # the limit counts all of this user's processes o
 iso["process_limit"] = bool(iso["user_namespace"] or uid != 0)  # root outside a user namespace ignores it
 
 pid = os.fork()
-if pid == 0:
-    libc.prctl(1, 9)  # PR_SET_PDEATHSIG: SIGKILL when the launcher dies
+if pid == 0:  # pid 1 of the new pid namespace, if there is one: a tiny init that runs the code as its child
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG: SIGKILL when the launcher dies (and with it the whole namespace)
     resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_seconds"], cfg["cpu_seconds"] + 1))
     resource.setrlimit(resource.RLIMIT_AS, (cfg["memory_bytes"], cfg["memory_bytes"]))
     resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["file_bytes"], cfg["file_bytes"]))
@@ -102,11 +102,15 @@ if pid == 0:
             libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP: no capabilities survive exec
         libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    os.execve(sys.executable, [sys.executable, "-I", cfg["script"]], cfg["env"])
+    child = os.fork()
+    if child == 0:
+        os.execve(sys.executable, [sys.executable, "-I", cfg["script"]], cfg["env"])
+    _, st, usage = os.wait4(child, 0)
+    end = {"exit": os.waitstatus_to_exitcode(st), "cpu": usage.ru_utime + usage.ru_stime}
+    os.write(status_fd, (json.dumps(end) + "\n").encode())
+    os._exit(0)
 os.write(status_fd, (json.dumps(iso) + "\n").encode())
-_, st, usage = os.wait4(pid, 0)
-code = os.waitstatus_to_exitcode(st)
-os.write(status_fd, (json.dumps({"exit": code, "cpu": usage.ru_utime + usage.ru_stime}) + "\n").encode())
+os.waitpid(pid, 0)
 sys.exit(0)
 '''
 
@@ -182,8 +186,8 @@ def run_python(
         except subprocess.TimeoutExpired:  # pragma: no cover - the group was killed
             _kill(proc)
             proc.wait()
-        iso = status[0] if status else {}
-        end = status[1] if len(status) > 1 else {}
+        iso = next((d for d in status if "user_namespace" in d), {})
+        end = next((d for d in status if "exit" in d), {})
         code_ = end.get("exit")
         if code_ is None and proc.returncode:
             code_ = proc.returncode

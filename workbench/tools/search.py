@@ -26,6 +26,7 @@ from typing import Protocol
 from urllib.parse import urljoin
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_LINK = re.compile(r"【\d+†([^†】]*)(?:†[^】]*)?】")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 
 
@@ -193,7 +194,7 @@ class LocalSearch:
             page = self.pages[self._urls[i]]
             lines = page.text.splitlines() or [""]
             best = max(range(len(lines)), key=lambda j: (len(q & set(words(lines[j]))), -j))
-            snippet = " ".join(lines[best].split())
+            snippet = " ".join(_LINK.sub(lambda m: m.group(1), lines[best]).split())  # page links mean nothing here
             out.append(SearchResult(url=page.url, title=page.title,
                                     snippet=snippet[:200] + ("…" if len(snippet) > 200 else ""), line=best))
         return out
