@@ -61,7 +61,8 @@ class MXFP4Tensor:
         return cls(*mxfp4.quantize(w))
 
     def __repr__(self) -> str:
-        return f"MXFP4Tensor(shape={list(self.shape)}, {self.nbytes / 2**20:.1f} MiB packed)"
+        size = f"{self.nbytes / 2**20:.1f} MiB" if self.nbytes >= 2**20 else f"{self.nbytes / 2**10:.1f} KiB"
+        return f"MXFP4Tensor(shape={list(self.shape)}, {size} packed)"
 
 
 Weight = Union[torch.Tensor, MXFP4Tensor]
