@@ -44,3 +44,12 @@ def test_console_script_runs():
     for command in ("make-tiny", "info", "demo"):
         assert command in out
     assert subprocess.run([sys.executable, "-m", "workbench.cli", "info"], capture_output=True).returncode == 2
+
+
+def test_every_subpackage_is_listed_for_installation():
+    """A regular (non-editable) install ships only the listed packages: none may be forgotten."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"workbench." + ".".join(p.parent.relative_to(ROOT / "workbench").parts)
+             for p in (ROOT / "workbench").rglob("__init__.py") if p.parent != ROOT / "workbench"}
+    found |= {"workbench", "workbench.kernels", "workbench.evals", "workbench.notebooks"}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
