@@ -1,0 +1,752 @@
+"""The gpt-oss forward pass in plain torch, written to be read top to bottom.
+
+One block, with the hook point each quantity is exposed at (shapes without the optional batch dim;
+T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value heads, D head_dim, E experts):
+
+    x = embedding[tokens]                                          "embed"                   [T, H]
+    for each block i (prefix "blocks.{i}."):
+        t = RMSNorm(x)                                             "attn.in"                 [T, H]
+        q, k, v = split(t Wqkv^T + bqkv); q, k = RoPE(q), RoPE(k)  "attn.q" [T,Hq,D]  "attn.k", "attn.v" [T,Hkv,D]
+        s_hij = q_hi . k_gj / sqrt(D) + mask_ij    (g = h's KV head) "attn.scores"           [Hq, T, S]
+        w_hij = exp(s_hij) / (sum_j exp(s_hij) + exp(sink_h))       "attn.probs"              [Hq, T, S]
+        sink_hi = exp(sink_h) / (same denominator)                  "attn.sink_prob"          [Hq, T]
+        a = concat_h(sum_j w_hij v_gj) Wo^T + bo                    "attn.out"                [T, H]
+        x = x + a                                                   "resid_mid"               [T, H]
+        t = RMSNorm(x)                                              "moe.in"                  [T, H]
+        l = t Wg^T + bg                                             "moe.router_logits"       [T, E]
+        picks = top-k(l) (sorted); g = softmax(l[picks])            "moe.expert_idx", "moe.expert_weights"  [T, k]
+        m = sum_k g_k * expert_{picks_k}(t)                         "moe.out"                 [T, H]
+        x = x + m                                                   "resid_post"              [T, H]
+    t = RMSNorm(x)                                                 "final_norm"              [T, H]
+    logits = t Wu^T                                                "logits"                  [T, V]
+
+    expert_e(t) = swiglu(t W1_e^T + b1_e) W2_e^T + b2_e, swiglu(h) = g * sigmoid(1.702 g) * (u + 1) with
+    g = min(h[0::2], 7), u = clamp(h[1::2], -7, 7).
+
+Sliding layers (even index) let query i see key j iff i - window < j <= i; full layers iff j <= i.
+RoPE rotates contiguous halves; YaRN stretches the low frequencies and scales cos/sin (see ``yarn``).
+
+Numerics: weights are stored in ``dtype`` (bf16 by default, fp32 on request), RMSNorm, softmaxes and RoPE
+are computed in fp32, matmuls accumulate in fp32 and round their output to ``dtype``. Experts stay MXFP4
+(as stored); each forward dequantizes only the experts its tokens picked, one at a time.
+
+Swappable pieces (a backend replaces them; see ``TorchBackend``): the attention core, the router top-k
+and the expert computation, each a plain function of tensors.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
+from .config import ModelConfig
+
+Tensor = torch.Tensor
+HookFn = Callable[[Tensor, str], Union[Tensor, None]]
+Names = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+
+# ================================================================================================
+# numerics helpers
+# ================================================================================================
+
+def _native_low_precision_matmul() -> bool:
+    """True if this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX); env var overrides."""
+    env = os.environ.get("WORKBENCH_CPU_BF16_MATMUL")
+    if env is not None:
+        return env == "1"
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return bool(cpu) and any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+_NATIVE_BF16 = _native_low_precision_matmul()
+_UPCAST_MIN_ROWS = 16  # below this a bf16 GEMV is cheaper than converting the weight to fp32
+_UPCAST_CHUNK_BYTES = 1 << 25  # fp32 weight rows converted at a time: bounded extra memory
+
+
+def compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The dtype matmul-heavy pieces compute in: fp32 on CPUs without native bf16/fp16 matmul, else ``dtype``."""
+    if dtype == torch.float32 or torch.device(device).type != "cpu" or _NATIVE_BF16:
+        return dtype
+    return torch.float32
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b, in x's dtype. x [..., in], W [out, in], b [out] -> [..., out].
+
+    Without native bf16 matmul (most CPUs) a bf16 GEMM is ~10x slower than fp32, so for more than a few
+    rows the weight is converted to fp32 a chunk of rows at a time, multiplied in fp32 and the result
+    rounded to bf16: the same value a bf16 GEMM with fp32 accumulation gives, in a fraction of the time.
+    """
+    rows = x.numel() // max(1, x.shape[-1])
+    if compute_dtype(x.dtype, x.device) == x.dtype or rows < _UPCAST_MIN_ROWS:
+        return F.linear(x, weight, bias)
+    xf = x.float()
+    out = torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
+    step = max(1, _UPCAST_CHUNK_BYTES // (4 * weight.shape[1]))
+    for i in range(0, weight.shape[0], step):
+        b = None if bias is None else bias[i:i + step].float()
+        out[..., i:i + step] = F.linear(xf, weight[i:i + step].float(), b)
+    return out
+
+
+def rms_norm(x: Tensor, scale: Tensor, eps: float = 1e-5) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) * scale, computed in fp32, returned in x's dtype. x [..., H], scale [H]."""
+    t = x.float()
+    t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (t * scale).to(x.dtype)
+
+
+def yarn(config: ModelConfig) -> tuple[Tensor, float]:
+    """YaRN RoPE: (inv_freq [D/2] fp32, concentration), exactly the reference's formula.
+
+    freq_i = theta^(2i/D); low/high = D/2 * ln(L0 / (beta|alpha * 2 pi)) / ln(theta);
+    ramp_i = clamp((i - low) / (high - low), 0, 1); inv_freq_i = ramp_i / (factor * freq_i) + (1 - ramp_i) / freq_i;
+    cos and sin are multiplied by concentration = 0.1 ln(factor) + 1. factor <= 1 means plain RoPE.
+    """
+    d, theta, factor = config.head_dim, config.rope_theta, config.rope_scaling_factor
+    freq = theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+    if factor <= 1.0:
+        return 1.0 / freq, 1.0
+    concentration = 0.1 * math.log(factor) + 1.0
+    L0 = config.initial_context_length
+    low = d / 2 * math.log(L0 / (config.rope_ntk_beta * 2 * math.pi)) / math.log(theta)
+    high = d / 2 * math.log(L0 / (config.rope_ntk_alpha * 2 * math.pi)) / math.log(theta)
+    ramp = ((torch.arange(d // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    inv_freq = ramp / (factor * freq) + (1 - ramp) / freq
+    return inv_freq, concentration
+
+
+def rope_cos_sin(positions: Tensor, inv_freq: Tensor, concentration: float) -> tuple[Tensor, Tensor]:
+    """cos, sin [T, D/2] (fp32) for integer positions [T]."""
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos() * concentration, angles.sin() * concentration
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate contiguous halves: x [B, T, heads, D], cos/sin [T, D/2] -> same shape and dtype as x."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+
+
+def swiglu(h: Tensor, limit: float, alpha: float = 1.702) -> Tensor:
+    """Clamped SwiGLU on interleaved h [..., 2I] (even = gate, odd = up) -> [..., I]."""
+    gate, up = h[..., 0::2].clamp(max=limit), h[..., 1::2].clamp(min=-limit, max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (up + 1)
+
+
+def attention_mask(q_pos: Tensor, k_pos: Tensor, window: int | None) -> Tensor:
+    """Additive mask [T, S]: 0 where query position i sees key position j, -inf elsewhere.
+
+    Causal: j <= i; sliding (window W): also i - W < j.
+    """
+    visible = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        visible &= k_pos[None, :] > q_pos[:, None] - window
+    mask = torch.zeros(visible.shape, dtype=torch.float32, device=q_pos.device)
+    return mask.masked_fill_(~visible, float("-inf"))
+
+
+# ================================================================================================
+# the swappable pieces: attention core, router top-k, experts
+# ================================================================================================
+
+def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: Tensor, scale: float,
+                         hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
+    """Softmax attention with one sink logit per head, GQA. Eager; exposes its internals to ``hook``.
+
+    q [B, T, Hq, D], k/v [B, S, Hkv, D], sinks [Hq], mask [T, S] additive -> out [B, T, Hq, D].
+    Query head h reads KV head h // (Hq/Hkv). With m = max(max_j s_hij, sink_h):
+        w_hij = exp(s_hij - m) / (sum_j exp(s_hij - m) + exp(sink_h - m))
+    ``hook(name, tensor)`` sees "scores" [B,Hq,T,S], "probs" [B,Hq,T,S], "sink_prob" [B,Hq,T] and may
+    return replacements: new scores are softmaxed again, new probs are what multiplies V (sink_prob then
+    becomes 1 - sum_j probs).
+    """
+    B, T, Hq, D = q.shape
+    S, Hkv = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    cdt = compute_dtype(q.dtype, q.device)
+    # [B, Hkv, G*T, D]: the G query heads of a KV head stacked, so one batched matmul serves GQA.
+    qg = q.to(cdt).view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)
+    kt = k.to(cdt).permute(0, 2, 3, 1)  # [B, Hkv, D, S]
+    scores = torch.matmul(qg, kt).view(B, Hq, T, S).float() * scale + mask
+    if hook is not None:
+        scores = hook("scores", scores)
+    sink = sinks.float().view(1, Hq, 1, 1)
+    m = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
+    e = torch.exp(scores - m)
+    e_sink = torch.exp(sink - m)
+    denom = e.sum(dim=-1, keepdim=True) + e_sink
+    probs = e / denom
+    if hook is not None:
+        new = hook("probs", probs)
+        sink_prob = (e_sink / denom).squeeze(-1) if new is probs else (1 - new.sum(-1)).clamp_min(0)
+        hook("sink_prob", sink_prob)
+        probs = new
+    out = torch.matmul(probs.to(cdt).reshape(B, Hkv, G * T, S), v.to(cdt).permute(0, 2, 1, 3))  # [B,Hkv,G*T,D]
+    return out.view(B, Hq, T, D).transpose(1, 2).to(q.dtype)
+
+
+def router_topk(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest router logits, sorted descending: (values, indices), each [..., k]."""
+    values, indices = torch.topk(logits, k, dim=-1, sorted=True)
+    return values, indices
+
+
+class Experts(nn.Module):
+    """The E expert MLPs of one block: W1 [E, 2I, H], b1 [E, 2I], W2 [E, H, I], b2 [E, H].
+
+    W1/W2 are kept as stored: packed MXFP4 (``mlp1_weight`` is then an ``MXFP4Tensor`` over the
+    ``*_blocks``/``*_scales`` buffers) or dense (a Hugging Face checkpoint with dense experts).
+    ``weight(name, e, dtype)`` materialises one expert's matrix.
+    """
+
+    def __init__(self, mlp1_weight, mlp1_bias: Tensor, mlp2_weight, mlp2_bias: Tensor):
+        super().__init__()
+        for name, w in (("mlp1_weight", mlp1_weight), ("mlp2_weight", mlp2_weight)):
+            if isinstance(w, MXFP4Tensor):
+                self.register_buffer(f"{name}_blocks", w.blocks)
+                self.register_buffer(f"{name}_scales", w.scales)
+            else:
+                self.register_buffer(name, w)
+        self.mlp1_bias = nn.Parameter(mlp1_bias, requires_grad=False)
+        self.mlp2_bias = nn.Parameter(mlp2_bias, requires_grad=False)
+
+    def packed(self, name: str) -> MXFP4Tensor | Tensor:
+        """``name`` = "mlp1_weight" or "mlp2_weight": the MXFP4Tensor [E, out, in] or the dense tensor."""
+        if hasattr(self, f"{name}_blocks"):
+            return MXFP4Tensor(getattr(self, f"{name}_blocks"), getattr(self, f"{name}_scales"))
+        return getattr(self, name)
+
+    @property
+    def is_mxfp4(self) -> bool:
+        return hasattr(self, "mlp1_weight_blocks")
+
+    @property
+    def num_experts(self) -> int:
+        return self.mlp1_bias.shape[0]
+
+    def weight(self, name: str, e: int, dtype: torch.dtype) -> Tensor:
+        """Expert e's dense matrix [out, in] in ``dtype`` (dequantized now if packed)."""
+        w = self.packed(name)
+        if isinstance(w, MXFP4Tensor):
+            return w[e].dequantize(dtype)
+        return w[e].to(dtype)
+
+
+def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float) -> Tensor:
+    """sum_k weights[n, k] * expert_{idx[n, k]}(x[n]), batched by expert.
+
+    x [N, H], idx [N, k] (int), weights [N, k] -> [N, H] in x's dtype. Tokens are grouped by expert;
+    each picked expert is dequantized once, runs two matmuls over its tokens, and its weighted outputs
+    are scatter-added back. Experts nobody picked are never touched.
+    """
+    N, k = idx.shape
+    cdt = compute_dtype(x.dtype, x.device)
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=experts.num_experts).tolist()
+    token = order // k  # token of each (token, pick) pair, grouped by expert
+    xs = x.to(cdt)[token]
+    ws = weights.reshape(-1)[order].to(cdt).unsqueeze(-1)
+    out = torch.zeros((N, x.shape[-1]), dtype=cdt, device=x.device)
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        rows = slice(start, start + n)
+        start += n
+        h = F.linear(xs[rows], experts.weight("mlp1_weight", e, cdt), experts.mlp1_bias[e].to(cdt))
+        y = F.linear(swiglu(h, limit), experts.weight("mlp2_weight", e, cdt), experts.mlp2_bias[e].to(cdt))
+        out.index_add_(0, token[rows], y * ws[rows])
+    return out.to(x.dtype)
+
+
+class TorchBackend:
+    """The reference backend: plain torch for every piece. Another backend (e.g. Triton kernels) provides
+    the same three callables with the same signatures; ``attention`` need not expose internals, the
+    model falls back to ``attention_with_sinks`` when a trace or hook asks for scores/probs/sink_prob."""
+
+    name = "torch"
+
+    @staticmethod
+    def attention(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: Tensor, scale: float) -> Tensor:
+        return attention_with_sinks(q, k, v, sinks, mask, scale)
+
+    router_topk = staticmethod(router_topk)
+    experts = staticmethod(moe_experts)
+
+
+BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchBackend}
+
+
+def get_backend(backend) -> object:
+    """A backend by name ("torch") or a backend object with attention/router_topk/experts."""
+    if not isinstance(backend, str):
+        missing = [m for m in ("attention", "router_topk", "experts") if not hasattr(backend, m)]
+        if missing:
+            raise ValueError(f"backend object {backend!r} lacks {', '.join(missing)}")
+        return backend
+    if backend not in BACKENDS:
+        if backend == "triton":
+            raise ValueError("backend 'triton' is not available yet in this build (it needs workbench.kernels); "
+                             "use backend='torch'")
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    return BACKENDS[backend]()
+
+
+# ================================================================================================
+# hook names and a forward pass's hook state
+# ================================================================================================
+
+ATTN_POINTS = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.probs", "attn.sink_prob", "attn.out")
+BLOCK_POINTS = (*ATTN_POINTS, "resid_mid", "moe.in", "moe.router_logits", "moe.expert_idx",
+                "moe.expert_weights", "moe.out", "resid_post")
+ATTN_INTERNALS = ("attn.scores", "attn.probs", "attn.sink_prob")
+
+
+def hook_names(num_layers: int) -> list[str]:
+    """Every hook point, in the order a forward pass reaches them."""
+    names = ["embed"]
+    for i in range(num_layers):
+        names += [f"blocks.{i}.{p}" for p in BLOCK_POINTS]
+    return names + ["final_norm", "logits"]
+
+
+def _is_pattern(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def name_filter(names: Names, valid: Sequence[str]) -> Callable[[str], bool]:
+    """A predicate from None (everything), a name or glob, a list of them, or a predicate.
+
+    Names and globs are checked against ``valid``: one that matches no hook point is an error.
+    """
+    if names is None:
+        return lambda name: True
+    if callable(names):
+        return names
+    patterns = [names] if isinstance(names, str) else list(names)
+    exact, globs = set(), []
+    for p in patterns:
+        if not isinstance(p, str):
+            raise TypeError(f"hook names must be strings or glob patterns, got {p!r}")
+        if _is_pattern(p):
+            if not any(fnmatch.fnmatchcase(v, p) for v in valid):
+                raise ValueError(f"pattern {p!r} matches no hook point (names look like 'blocks.0.attn.q')")
+            globs.append(p)
+        elif p not in valid:
+            raise ValueError(_unknown_name(p, valid))
+        else:
+            exact.add(p)
+    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)
+
+
+def _unknown_name(name: str, valid: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else " (names look like 'blocks.0.attn.q')"
+    return f"no hook point named {name!r}{hint}"
+
+
+class HookRun:
+    """The hook state of one forward pass: which points are hooked or kept, and what was kept.
+
+    ``point(name, x)`` is called at each hook point with the internal (batched) tensor. It returns ``x``
+    itself when nothing replaced it, so callers can test ``new is x``.
+    """
+
+    def __init__(self, valid: Sequence[str], *, hooks: Mapping[str, HookFn | Sequence[HookFn]] | None = None,
+                 keep: Names = (), batched: bool = True):
+        self.batched = batched
+        self.keep = name_filter(keep, valid) if keep != () else (lambda name: False)
+        self.hooks: list[tuple[str, list[HookFn]]] = []
+        for key, fns in (hooks or {}).items():
+            name_filter([key], valid)  # validates the name or pattern
+            fns = [fns] if callable(fns) else list(fns)
+            if not all(callable(f) for f in fns):
+                raise TypeError(f"hook for {key!r} must be a callable fn(tensor, name) or a list of them")
+            self.hooks.append((key, fns))
+        self._resolved: dict[str, list[HookFn]] = {}
+        self.store: dict[str, Tensor] = {}
+
+    def fns(self, name: str) -> list[HookFn]:
+        if name not in self._resolved:
+            self._resolved[name] = [f for key, fns in self.hooks
+                                    if key == name or (_is_pattern(key) and fnmatch.fnmatchcase(name, key))
+                                    for f in fns]
+        return self._resolved[name]
+
+    def wants(self, name: str) -> bool:
+        return bool(self.fns(name)) or self.keep(name)
+
+    def point(self, name: str, x: Tensor) -> Tensor:
+        fns, keep = self.fns(name), self.keep(name)
+        if not fns and not keep:
+            return x
+        v = x if self.batched else x[0]
+        replaced = False
+        for fn in fns:
+            r = fn(v, name)
+            if r is not None:
+                v = self._check(name, r, v)
+                replaced = True
+        if keep:
+            self.store[name] = v.detach()
+        if not replaced:
+            return x
+        return v if self.batched else v.unsqueeze(0)
+
+    @staticmethod
+    def _check(name: str, r, v: Tensor) -> Tensor:
+        if not isinstance(r, torch.Tensor):
+            raise TypeError(f"hook for {name!r} returned {type(r).__name__}, expected a tensor or None")
+        same = tuple(r.shape) == tuple(v.shape)
+        if name.endswith("moe.expert_idx"):  # a different number of picks per token is allowed
+            same = r.shape[:-1] == v.shape[:-1] and r.shape[-1] >= 1
+        if not same:
+            raise ValueError(f"hook for {name!r} returned shape {list(r.shape)}, expected {list(v.shape)}")
+        return r.to(dtype=v.dtype, device=v.device)
+
+
+# ================================================================================================
+# KV cache
+# ================================================================================================
+
+class LayerCache:
+    """Keys/values of one layer, post-RoPE: k, v [B, S, Hkv, D] and their positions [S].
+
+    A sliding layer keeps only its last ``window`` keys (older ones can never be seen again)."""
+
+    def __init__(self, window: int | None):
+        self.window = window
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        self.pos: Tensor | None = None
+
+    def update(self, k: Tensor, v: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Append new keys; return all keys visible to the new queries (old kept + new)."""
+        if self.k is not None:
+            k, v, pos = torch.cat([self.k, k], 1), torch.cat([self.v, v], 1), torch.cat([self.pos, pos])
+        keep = slice(-self.window, None) if self.window is not None else slice(None)
+        self.k, self.v, self.pos = k[:, keep], v[:, keep], pos[keep]
+        return k, v, pos
+
+
+class KVCache:
+    """Per-layer caches plus the number of positions processed so far (``length``)."""
+
+    def __init__(self, config: ModelConfig, batch: int = 1):
+        self.batch = batch
+        self.layers = [LayerCache(config.sliding_window if config.is_sliding(i) else None)
+                       for i in range(config.num_hidden_layers)]
+        self.length = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for c in self.layers for t in (c.k, c.v) if t is not None)
+
+    def __repr__(self) -> str:
+        return f"KVCache(length={self.length}, batch={self.batch}, {self.nbytes / 2**20:.1f} MiB)"
+
+
+# ================================================================================================
+# the model
+# ================================================================================================
+
+def _param(t: Tensor) -> nn.Parameter:
+    return nn.Parameter(t, requires_grad=False)
+
+
+class Linear(nn.Module):
+    """weight [out, in], bias [out] (no init: the weights come from a checkpoint)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None):
+        super().__init__()
+        self.weight = _param(weight)
+        self.bias = None if bias is None else _param(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, scale: Tensor, eps: float = 1e-5):
+        super().__init__()
+        self.scale = _param(scale.float())
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.scale, self.eps)
+
+
+class AttentionBlock(nn.Module):
+    """RMSNorm, qkv projection, RoPE, attention with sinks (sliding window on even layers), out projection."""
+
+    def __init__(self, config: ModelConfig, layer: int, w: Mapping[str, Tensor]):
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads, self.head_dim = (config.num_attention_heads, config.num_key_value_heads,
+                                                            config.head_dim)
+        self.window = config.sliding_window if config.is_sliding(layer) else None
+        self.scale = 1.0 / math.sqrt(config.head_dim)
+        self.norm = RMSNorm(w["norm.scale"])
+        self.qkv = Linear(w["qkv.weight"], w["qkv.bias"])
+        self.sinks = _param(w["sinks"].float())
+        self.out = Linear(w["out.weight"], w["out.bias"])
+
+    def forward(self, x: Tensor, ctx: "_Step") -> Tensor:
+        """x [B, T, H] -> attention output [B, T, H] (not yet added to the residual)."""
+        hp = ctx.hook_prefix(f"blocks.{self.layer}.")
+        B, T, _ = x.shape
+        Hq, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
+        t = hp("attn.in", self.norm(x))
+        qkv = self.qkv(t)
+        q = qkv[..., : Hq * D].view(B, T, Hq, D)
+        k = qkv[..., Hq * D: (Hq + Hkv) * D].view(B, T, Hkv, D)
+        v = qkv[..., (Hq + Hkv) * D:].view(B, T, Hkv, D)
+        q = hp("attn.q", apply_rope(q, ctx.cos, ctx.sin))
+        k = hp("attn.k", apply_rope(k, ctx.cos, ctx.sin))
+        v = hp("attn.v", v)
+        k_pos = ctx.positions
+        if ctx.cache is not None:
+            k, v, k_pos = ctx.cache.layers[self.layer].update(k, v, ctx.positions)
+        mask = ctx.mask(self.window, k_pos)
+        if ctx.run is not None and any(ctx.run.wants(f"blocks.{self.layer}.{p}") for p in ATTN_INTERNALS):
+            a = attention_with_sinks(q, k, v, self.sinks, mask, self.scale,
+                                     hook=lambda name, t: hp(f"attn.{name}", t))
+        else:
+            a = ctx.backend.attention(q, k, v, self.sinks, mask, self.scale)
+        return hp("attn.out", self.out(a.reshape(B, T, Hq * D)))
+
+
+class MLPBlock(nn.Module):
+    """RMSNorm, router (linear with bias), top-k, softmax over the k, clamped-SwiGLU experts, weighted sum."""
+
+    def __init__(self, config: ModelConfig, layer: int, w: Mapping[str, Tensor]):
+        super().__init__()
+        self.layer = layer
+        self.k = config.experts_per_token
+        self.limit = config.swiglu_limit
+        self.norm = RMSNorm(w["norm.scale"])
+        self.gate = Linear(w["gate.weight"], w["gate.bias"])
+        self.experts = Experts(w["mlp1_weight"], w["mlp1_bias"], w["mlp2_weight"], w["mlp2_bias"])
+
+    def forward(self, x: Tensor, ctx: "_Step") -> Tensor:
+        """x [B, T, H] -> MoE output [B, T, H] (not yet added to the residual)."""
+        hp = ctx.hook_prefix(f"blocks.{self.layer}.")
+        B, T, H = x.shape
+        t = hp("moe.in", self.norm(x))
+        logits = hp("moe.router_logits", self.gate(t))  # [B, T, E]
+        top, idx = ctx.backend.router_topk(logits, self.k)
+        weights = torch.softmax(top.float(), dim=-1)
+        new_idx = hp("moe.expert_idx", idx)
+        if new_idx is not idx:  # new picks: weights = softmax of the router logits at the new picks
+            if new_idx.min() < 0 or new_idx.max() >= self.experts.num_experts:
+                raise ValueError(f"blocks.{self.layer}.moe.expert_idx replacement has expert ids outside "
+                                 f"0..{self.experts.num_experts - 1}")
+            idx = new_idx
+            weights = torch.softmax(logits.float().gather(-1, idx), dim=-1)
+        weights = hp("moe.expert_weights", weights)
+        y = ctx.backend.experts(t.reshape(B * T, H), idx.reshape(B * T, -1), weights.reshape(B * T, -1),
+                                self.experts, self.limit)
+        return hp("moe.out", y.view(B, T, H))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, w: Mapping[str, Tensor]):
+        super().__init__()
+        self.layer = layer
+        self.attn = AttentionBlock(config, layer, {k[5:]: v for k, v in w.items() if k.startswith("attn.")})
+        self.mlp = MLPBlock(config, layer, {k[4:]: v for k, v in w.items() if k.startswith("mlp.")})
+
+    def forward(self, x: Tensor, ctx: "_Step") -> Tensor:
+        hp = ctx.hook_prefix(f"blocks.{self.layer}.")
+        x = hp("resid_mid", x + self.attn(x, ctx))
+        return hp("resid_post", x + self.mlp(x, ctx))
+
+
+class _Step:
+    """What every block needs for one forward call: positions, RoPE tables, masks, cache, hooks, backend."""
+
+    def __init__(self, model: "Model", positions: Tensor, cache: KVCache | None, run: HookRun | None):
+        self.positions, self.cache, self.run, self.backend = positions, cache, run, model.backend
+        self.cos, self.sin = rope_cos_sin(positions, model.inv_freq, model.concentration)
+        self._masks: dict = {}
+
+    def mask(self, window: int | None, k_pos: Tensor) -> Tensor:
+        key = (window, k_pos.shape[0], int(k_pos[0]))
+        if key not in self._masks:
+            self._masks[key] = attention_mask(self.positions, k_pos, window)
+        return self._masks[key]
+
+    def hook_prefix(self, prefix: str) -> Callable[[str, Tensor], Tensor]:
+        if self.run is None:
+            return _identity
+        run = self.run
+        return lambda name, x: run.point(prefix + name, x)
+
+
+def _identity(name: str, x: Tensor) -> Tensor:
+    return x
+
+
+class Model(nn.Module):
+    """gpt-oss: embedding, blocks of (attention, MoE), final RMSNorm, unembedding.
+
+    ``model(tokens)``: LongTensor [T] or [B, T] -> logits [T, V] or [B, T, V] (in ``model.dtype``).
+    ``run_with_trace`` / ``run_with_hooks`` expose the hook points listed in the module docstring.
+    Parameter names follow the checkpoint's canonical names (``block.0.attn.qkv.weight``, ...).
+    """
+
+    def __init__(self, config: ModelConfig, weights: Mapping[str, Tensor | MXFP4Tensor], *,
+                 dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu", backend="torch"):
+        super().__init__()
+        self.config = config
+        self.dtype = dtype
+        self.backend = get_backend(backend)
+        dev = torch.device(device)
+
+        def get(name: str):
+            w = weights[name]
+            if isinstance(w, MXFP4Tensor):
+                return w.to(dev)
+            if name.endswith(("mlp1_weight", "mlp2_weight")):
+                return w.to(dev)  # dense experts stay in their stored dtype; converted per use
+            return w.to(device=dev, dtype=dtype)
+
+        self.embedding = _param(get("embedding.weight"))
+        self.block = nn.ModuleList()
+        for i in range(config.num_hidden_layers):
+            prefix = f"block.{i}."
+            names = [n for n in weights if n.startswith(prefix)]
+            self.block.append(Block(config, i, {n[len(prefix):]: get(n) for n in names}))
+        self.norm = RMSNorm(get("norm.scale"))
+        self.unembedding = _param(get("unembedding.weight"))
+        inv_freq, self.concentration = yarn(config)
+        self.register_buffer("inv_freq", inv_freq.to(dev), persistent=False)
+        self._hook_names = hook_names(config.num_hidden_layers)
+
+    # ---- public API --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.device
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name, in forward order."""
+        return list(self._hook_names)
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        return KVCache(self.config, batch)
+
+    def forward(self, tokens, cache: KVCache | None = None, *, last_only: bool = False) -> Tensor:
+        """tokens [T] or [B, T] -> logits [T, V] / [B, T, V]. With ``cache`` the tokens continue the cached
+        sequence (positions start at ``cache.length``) and the cache is extended. ``last_only`` computes
+        logits for the last position only ([1, V] / [B, 1, V])."""
+        return self._forward(tokens, cache=cache, run=None, last_only=last_only)
+
+    def run_with_trace(self, tokens, names: Names = None, *, hooks=None, cache: KVCache | None = None,
+                       last_only: bool = False) -> tuple[Tensor, "Trace"]:
+        """(logits, trace): ``trace[name]`` holds the activation at each hook point ``names`` selects
+        (None = all; names, globs, or a predicate). Only those are kept. ``hooks`` may be given too."""
+        from .trace import Trace
+
+        tokens_t, batched = self._as_batch(tokens)
+        run = HookRun(self._hook_names, hooks=hooks, keep=names, batched=batched)
+        logits = self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched)
+        return logits, Trace(run.store, config=self.config, tokens=tokens_t if batched else tokens_t[0])
+
+    def run_with_hooks(self, tokens, hooks: Mapping[str, HookFn | Sequence[HookFn]], *,
+                       cache: KVCache | None = None, last_only: bool = False) -> Tensor:
+        """Logits with ``hooks = {name or glob: fn(tensor, name) -> replacement or None}`` applied.
+
+        Replacing ``blocks.i.moe.expert_idx`` re-derives the weights as the softmax of the router logits
+        at the new picks; replacing ``expert_weights`` uses them as given; replacing ``attn.probs`` changes
+        what multiplies V. Replacements must keep the shape (expert_idx may change the number of picks).
+        """
+        tokens_t, batched = self._as_batch(tokens)
+        run = HookRun(self._hook_names, hooks=hooks, batched=batched)
+        return self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched)
+
+    # ---- the forward pass --------------------------------------------------------------------
+    def _as_batch(self, tokens) -> tuple[Tensor, bool]:
+        if not isinstance(tokens, torch.Tensor):
+            tokens = torch.as_tensor(tokens, dtype=torch.long)
+        if tokens.dim() not in (1, 2) or tokens.shape[-1] == 0:
+            raise ValueError(f"tokens must be a non-empty LongTensor [T] or [B, T], got shape {list(tokens.shape)}")
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+        V = self.config.vocab_size
+        bad = (tokens < 0) | (tokens >= V)
+        if bad.any():
+            where = bad.nonzero()[0].tolist()
+            raise ValueError(f"token id {int(tokens[tuple(where)])} at position {where} is outside the "
+                             f"vocabulary 0..{V - 1}")
+        batched = tokens.dim() == 2
+        return (tokens if batched else tokens[None]).to(self.device, torch.long), batched
+
+    def _forward(self, tokens, *, cache: KVCache | None, run: HookRun | None, last_only: bool,
+                 batched: bool | None = None) -> Tensor:
+        if batched is None:
+            tokens, batched = self._as_batch(tokens)
+        B, T = tokens.shape
+        if cache is not None and cache.batch != B:
+            raise ValueError(f"cache was made for batch {cache.batch}, tokens have batch {B}")
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + T, device=self.device)
+        ctx = _Step(self, positions, cache, run)
+        hp = ctx.hook_prefix("")
+        x = hp("embed", self.embedding[tokens])  # [B, T, H]
+        for block in self.block:
+            x = block(x, ctx)
+        x = hp("final_norm", self.norm(x))
+        if last_only:
+            x = x[:, -1:]
+        logits = hp("logits", linear(x, self.unembedding))
+        if cache is not None:
+            cache.length += T
+        return logits if batched else logits[0]
+
+    def extra_repr(self) -> str:
+        c = self.config
+        moe = "MXFP4" if self.block[0].mlp.experts.is_mxfp4 else "dense"
+        return (f"layers={c.num_hidden_layers}, hidden={c.hidden_size}, heads={c.num_attention_heads}/"
+                f"{c.num_key_value_heads}x{c.head_dim}, experts={c.num_experts} top-{c.experts_per_token} ({moe}), "
+                f"vocab={c.vocab_size}, window={c.sliding_window}, dtype={self.dtype}, "
+                f"backend={getattr(self.backend, 'name', type(self.backend).__name__)}")
+
+
+_DTYPES = {None: torch.bfloat16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+           "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+
+
+def load_model(path: str | Path | Checkpoint, *, device: str | torch.device = "cpu", dtype=None,
+               backend="torch") -> Model:
+    """Load a gpt-oss checkpoint (original or Hugging Face layout, MXFP4 or dense experts).
+
+    ``dtype``: bf16 (default, as the reference) or fp32 (also accepts "bf16"/"fp32"). Expert weights stay
+    as stored (MXFP4 packed) and are dequantized per step, only for the experts a batch picks.
+    """
+    if isinstance(dtype, str) or dtype is None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use torch.bfloat16, torch.float32 or 'bf16'/'fp32'")
+        dtype = _DTYPES[dtype]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    backend_obj = get_backend(backend)  # fail fast, before reading weights
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    with torch.no_grad():
+        model = Model(ckpt.config, ckpt, dtype=dtype, device=device, backend=backend_obj)
+    model.checkpoint_path = ckpt.path
+    return model.eval()
