@@ -1,0 +1,191 @@
+"""Tasks: a dataset, a prompt and a scorer (the inspect_ai decomposition).
+
+Built-in tasks are made on the spot, verifiable and deterministic for a seed, with a difficulty knob:
+``arithmetic`` (multi-step integer expressions), ``modular`` (modular powers and sums), ``dates``
+(date offsets and differences), ``counting`` (occurrences in a list) and ``sorting`` (sort a list).
+Sample ``i`` depends only on (task, difficulty, seed, i), so a smaller ``limit`` is a prefix of a
+larger one and a resumed sweep sees the same problems.
+
+>>> task = get_task("arithmetic:1")
+>>> s = task.samples(limit=2)[0]
+>>> s.id, task.name
+('0', 'arithmetic:1')
+>>> task.scorer("so \\\\boxed{" + s.target + "}", s).correct
+True
+
+A task spec is ``name`` or ``name:arg``: for built-ins the arg is the difficulty (1-5), for file
+loaders it is a path (``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``); see ``datasets``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from . import scorers
+
+BOXED = "Put your final answer in \\boxed{}."
+
+
+@dataclass
+class Sample:
+    id: str
+    question: str
+    target: str
+    choices: list[str] | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "question": self.question, "target": self.target, "choices": self.choices,
+                "metadata": self.metadata}
+
+
+@dataclass
+class Task:
+    """``dataset(repeat)`` -> samples (a repeat may reorder choices); ``scorer(output, sample)`` -> Score.
+
+    ``instructions`` go in the developer message; ``prompt(sample)`` is the user message.
+    """
+
+    name: str
+    dataset: Callable[[int], Sequence[Sample]]
+    scorer: scorers.Scorer
+    instructions: str | None = None
+    default_limit: int | None = None
+
+    def samples(self, repeat: int = 0, limit: int | None = None) -> list[Sample]:
+        items = list(self.dataset(repeat))
+        limit = limit if limit is not None else self.default_limit
+        return items if limit is None else items[:limit]
+
+    def prompt(self, sample: Sample) -> str:
+        if not sample.choices:
+            return sample.question
+        options = "\n".join(f"{scorers.LETTERS[i]}) {c}" for i, c in enumerate(sample.choices))
+        return f"{sample.question}\n\n{options}"
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+
+def _rng(*parts) -> random.Random:
+    return random.Random("/".join(map(str, parts)))  # str seeds hash with sha512: stable across runs
+
+
+# -- built-in generators: (rng, difficulty) -> (question, target) ---------------------------------
+
+def _arithmetic(rng: random.Random, d: int) -> tuple[str, str]:
+    """d+1 operations on integers below 10**min(d, 3); * binds tighter, parentheses where needed."""
+    hi = 10 ** min(d, 3)
+    value = rng.randint(1, hi)
+    expr, top = str(value), "atom"  # top: the loosest operator at the top of expr
+    for _ in range(d + 1):
+        op, n = rng.choice("+-*"), rng.randint(1, hi)
+        if op == "*":
+            if top == "sum":
+                expr = f"({expr})"
+            expr, value, top = f"{expr} * {n}", value * n, "product"
+        else:
+            expr, value, top = f"{expr} {op} {n}", value + n if op == "+" else value - n, "sum"
+    return f"Compute {expr}. {BOXED}", str(value)
+
+
+def _modular(rng: random.Random, d: int) -> tuple[str, str]:
+    m = rng.randint(3, 10 * d + 7)
+    a, b = rng.randint(2, 10 ** d), rng.randint(2, 4 * d + 2)
+    if d == 1:
+        c = rng.randint(1, 20)
+        return f"What is ({a} * {b} + {c}) mod {m}? {BOXED}", str((a * b + c) % m)
+    c = rng.randint(1, 10 ** d)
+    return f"What is ({a}^{b} + {c}) mod {m}? {BOXED}", str((pow(a, b, m) + c) % m)
+
+
+def _dates(rng: random.Random, d: int) -> tuple[str, str]:
+    start = dt.date(1990, 1, 1) + dt.timedelta(days=rng.randint(0, 365 * 40))
+    n = rng.randint(1, 10 ** d)
+    if rng.random() < 0.5:
+        sign = rng.choice([1, -1])
+        word = "after" if sign > 0 else "before"
+        return (f"What date is {n} days {word} {start.isoformat()}? Answer as YYYY-MM-DD. {BOXED}",
+                (start + dt.timedelta(days=sign * n)).isoformat())
+    end = start + dt.timedelta(days=n)
+    return f"How many days are there from {start.isoformat()} to {end.isoformat()}? {BOXED}", str(n)
+
+
+_WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "grape", "melon", "peach", "mango", "lemon"]
+
+
+def _counting(rng: random.Random, d: int) -> tuple[str, str]:
+    words = rng.sample(_WORDS, min(2 + d, len(_WORDS)))
+    items = [rng.choice(words) for _ in range(4 + 4 * d)]
+    word = rng.choice(words)
+    return (f"How many times does the word '{word}' appear in this list: {', '.join(items)}? {BOXED}",
+            str(items.count(word)))
+
+
+def _sorting(rng: random.Random, d: int) -> tuple[str, str]:
+    numbers = [rng.randint(-10 ** d, 10 ** (d + 1)) for _ in range(3 + 2 * d)]
+    return (f"Sort these numbers in ascending order: {', '.join(map(str, numbers))}. "
+            f"Give the sorted list, comma-separated, in \\boxed{{}}.", ", ".join(map(str, sorted(numbers))))
+
+
+GENERATED = {
+    "arithmetic": (_arithmetic, scorers.numeric),
+    "modular": (_modular, scorers.numeric),
+    "dates": (_dates, scorers.date),
+    "counting": (_counting, scorers.numeric),
+    "sorting": (_sorting, scorers.number_list),
+}
+DEFAULT_DIFFICULTY = 2
+DEFAULT_SIZE = 100
+
+
+def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0, size: int = DEFAULT_SIZE) -> Task:
+    """A built-in task. ``difficulty`` 1-5 widens numbers, lengthens lists and adds steps."""
+    if kind not in GENERATED:
+        raise ValueError(f"unknown task {kind!r}; built-in tasks: {', '.join(GENERATED)}")
+    if not 1 <= int(difficulty) <= 5:
+        raise ValueError(f"difficulty must be 1-5, not {difficulty!r}")
+    make, scorer = GENERATED[kind]
+    d = int(difficulty)
+
+    def dataset(repeat: int) -> list[Sample]:
+        out = []
+        for i in range(size):
+            question, target = make(_rng(kind, d, seed, i), d)
+            out.append(Sample(str(i), question, target, metadata={"difficulty": d}))
+        return out
+
+    name = kind if d == DEFAULT_DIFFICULTY else f"{kind}:{d}"
+    if seed:
+        name += f"@{seed}"
+    return Task(name, dataset, scorer())
+
+
+def task_names() -> list[str]:
+    """Built-in task names, then the file loaders (which take a path)."""
+    return [*GENERATED, "gpqa:PATH", "aime:PATH", "jsonl:PATH"]
+
+
+def get_task(spec: str | Task, *, seed: int = 0) -> Task:
+    """``arithmetic``, ``arithmetic:3`` (difficulty), ``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``, or a Task."""
+    if isinstance(spec, Task):
+        return spec
+    name, _, arg = str(spec).partition(":")
+    name = name.strip()
+    if name in GENERATED:
+        try:
+            difficulty = int(arg) if arg else DEFAULT_DIFFICULTY
+        except ValueError:
+            raise ValueError(f"task {spec!r}: the part after ':' is the difficulty (1-5)") from None
+        return generated(name, difficulty, seed=seed)
+    from . import datasets
+
+    loaders = {"gpqa": datasets.gpqa, "aime": datasets.aime, "jsonl": datasets.jsonl}
+    if name in loaders:
+        if not arg:
+            raise ValueError(f"task {spec!r} needs a file: {name}:PATH")
+        return loaders[name](arg, seed=seed)
+    raise ValueError(f"unknown task {spec!r}; expected one of: {', '.join(task_names())}")
