@@ -1,0 +1,130 @@
+"""Sweep logs that survive: one JSON line per finished sample in ``FOLDER/samples.jsonl``.
+
+Each record is written with a single ``write`` on an ``O_APPEND`` descriptor, then fsynced, so a run
+killed at any moment (SIGKILL included) leaves every finished sample on disk and at worst one torn
+last line. Readers ignore a torn last line; ``LogWriter`` cuts it off before appending, so it can
+never glue itself to the next record. A lock file keeps two sweeps from writing one folder at once.
+
+A record's key is (task, sample, model, effort, repeat). When a key appears more than once (a sample
+that failed and was retried on a later run) the last record wins.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+LOG_NAME = "samples.jsonl"
+KEY_FIELDS = ("task", "sample", "model", "effort", "repeat")
+
+#: Fields of a record, in order (``tokens`` is None when the backend does not give token ids).
+FIELDS = (
+    "task", "sample", "model", "effort", "repeat", "prompt", "target", "tokens", "reasoning", "answer",
+    "extracted", "score", "correct", "reasoning_tokens", "answer_tokens", "completion_tokens", "stop_reason",
+    "parse_errors", "latency", "attempts", "backend", "error", "time",
+)
+
+
+def key_of(record: dict) -> tuple:
+    return tuple(record[k] for k in KEY_FIELDS)
+
+
+def log_path(folder) -> Path:
+    folder = Path(folder)
+    return folder if folder.suffix == ".jsonl" else folder / LOG_NAME
+
+
+def read_records(folder) -> Iterator[dict]:
+    """Every complete record in write order. A torn last line is skipped silently; a corrupt line
+    elsewhere (which no crash of ours can make) is skipped with a warning naming its line."""
+    path = log_path(folder)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        torn = n == len(lines)  # no newline after it: the writer died mid-record
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or any(k not in record for k in KEY_FIELDS):
+                raise ValueError("not a sample record")
+        except ValueError:
+            if not torn:
+                warnings.warn(f"{path}:{n}: skipping a corrupt line", RuntimeWarning, stacklevel=2)
+            continue
+        if torn:
+            continue  # even if it parses, a record is only finished once its newline is on disk
+        yield record
+
+
+def latest_records(folder) -> dict[tuple, dict]:
+    """The last record for each key."""
+    return {key_of(r): r for r in read_records(folder)}
+
+
+class LogWriter:
+    """Appends records to ``FOLDER/samples.jsonl`` (thread-safe), each flushed to disk before ``write`` returns."""
+
+    def __init__(self, folder):
+        self.path = log_path(folder)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"another sweep is writing to {self.path.parent}") from None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._cut_torn_tail()
+        self._lock = threading.Lock()
+
+    def _cut_torn_tail(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            # Find the last newline, reading backwards in chunks.
+            end, chunk = size, 1 << 16
+            while end > 0:
+                start = max(0, end - chunk)
+                f.seek(start)
+                block = f.read(end - start)
+                i = block.rfind(b"\n")
+                if i >= 0:
+                    keep = start + i + 1
+                    break
+                end = start
+            else:
+                keep = 0
+        if keep < size:
+            os.truncate(self.path, keep)
+            os.fsync(self._fd)
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            os.close(self._lock_fd)  # releases the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
