@@ -1,0 +1,244 @@
+// TokenStreamView: one <span> per Harmony token, grouped by message, coloured by channel and role.
+// Model text is only ever set with textContent; class names come from fixed tables, never from text.
+const KINDS = ["special", "header", "content", "stray", "invalid"];
+const CHANNEL_CLASS = { analysis: "ch-analysis", commentary: "ch-commentary", final: "ch-final" };
+const ROLE_CLASS = { user: "role-user", system: "role-system", developer: "role-developer", tool: "role-tool" };
+const LEGEND = [["ch-analysis", "analysis"], ["ch-commentary", "commentary"], ["ch-final", "final"],
+  ["role-user", "user"], ["role-system", "system / developer"], ["role-tool", "tool"], ["err", "parse error"]];
+const CHUNK = 2000; // tokens added to the page per animation frame
+const nextFrame = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (f) => setTimeout(f, 0);
+
+function h(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function bytesOf(x) {
+  if (!x) return new ArrayBuffer(0);
+  if (x instanceof ArrayBuffer) return x;
+  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength); // DataView or typed array: aligned copy
+}
+
+// The batch wire format written by token_stream.py's encode_events.
+function decode(data, strings, start) {
+  const buf = bytesOf(data);
+  if (buf.byteLength < 8) return [];
+  const [n, nText] = new Uint32Array(buf, 0, 2);
+  let o = 8;
+  const take = (Type, count) => { const a = new Type(buf, o, count); o += a.byteLength; return a; };
+  const ids = take(Float64Array, n), msg = take(Int32Array, n), lp = take(Float32Array, n);
+  const off = take(Uint32Array, n + 1);
+  const role = take(Uint32Array, n), chan = take(Uint32Array, n), rcpt = take(Uint32Array, n);
+  const err = take(Uint32Array, n), kind = take(Uint8Array, n);
+  const text = new TextDecoder().decode(new Uint8Array(buf, o, nText));
+  const str = (i) => (i ? strings[i] ?? null : null);
+  const out = new Array(n);
+  for (let i = 0; i < n; i++) {
+    out[i] = {
+      position: start + i, id: ids[i], message: msg[i] < 0 ? null : msg[i], logprob: lp[i],
+      text: text.slice(off[i], off[i + 1]), role: str(role[i]), channel: str(chan[i]),
+      recipient: str(rcpt[i]), error: str(err[i]), kind: KINDS[kind[i]] || "invalid",
+    };
+  }
+  return out;
+}
+
+function classesOf(t) {
+  let c = "tok k-" + t.kind;
+  if (t.role && t.role !== "assistant") c += " " + (ROLE_CLASS[t.role] || "role-other");
+  else if (t.channel) c += " " + (CHANNEL_CLASS[t.channel] || "ch-other");
+  else if (t.role === "assistant") c += " ch-none";
+  if (t.error) c += " err";
+  if (t.text === "") c += " empty";
+  return c;
+}
+
+function groupLabel(t) {
+  if (t.message === null) return "outside any message";
+  let s = `#${t.message} ${t.role ?? "?"}`;
+  if (t.channel) s += ` · ${t.channel}`;
+  if (t.recipient) s += ` → ${t.recipient}`;
+  return s;
+}
+
+function render({ model, el }) {
+  el.classList.add("wb-tokens");
+  el.dataset.wb = "token-stream";
+  const bar = h("div", "wb-bar");
+  const title = h("span", "wb-title", model.get("title") || "Token stream");
+  const toggleLabel = h("label", "wb-toggle");
+  const toggle = h("input");
+  toggle.type = "checkbox";
+  toggleLabel.append(toggle, h("span", "", " special tokens"));
+  const legend = h("span", "wb-legend");
+  for (const [cls, name] of LEGEND) legend.append(h("span", "tok " + cls, name));
+  const counter = h("span", "wb-count");
+  bar.append(title, toggleLabel, legend, counter);
+  const stream = h("div", "wb-stream");
+  const info = h("div", "wb-info", "Hover a token for its id, position and logprob; click to pin it.");
+  const errorList = h("ul", "wb-errors");
+  el.append(bar, stream, info, errorList);
+
+  let toks = [], spans = [], groups = [], strings = [""], errors = [], scheduled = false, pinned = -1, live = false;
+
+  const setSpecial = () => {
+    toggle.checked = !!model.get("show_special");
+    el.classList.toggle("hide-special", !toggle.checked);
+  };
+  setSpecial();
+  toggle.addEventListener("change", () => {
+    model.set("show_special", toggle.checked);
+    model.save_changes();
+    el.classList.toggle("hide-special", !toggle.checked);
+  });
+
+  function addSpan(t) {
+    const key = t.message ?? -1;
+    let g = groups[groups.length - 1];
+    if (!g || g.key !== key) {
+      const box = h("div", "wb-msg" + (key < 0 ? " wb-outside" : ""));
+      box.dataset.message = String(key);
+      const body = h("div", "wb-msg-body");
+      box.append(h("div", "wb-msg-head", groupLabel(t)), body);
+      stream.append(box);
+      g = { key, box, body };
+      groups.push(g);
+    }
+    const s = h("span", classesOf(t), t.text);
+    s._wb = t.position;
+    g.body.append(s);
+    spans.push(s);
+  }
+
+  function truncate(n) {
+    if (toks.length > n) toks.length = n;
+    while (spans.length > n) {
+      const s = spans.pop();
+      const body = s.parentNode;
+      s.remove();
+      if (body && !body.firstChild) groups.pop().box.remove();
+    }
+  }
+
+  function updateCounter() {
+    const live = model.get("finished") ? "" : " · live";
+    counter.textContent = `${spans.length} tokens · ${errors.length} errors${live}`;
+    el.dataset.count = String(spans.length);
+    el.dataset.received = String(toks.length);
+  }
+
+  function pump() {
+    scheduled = false;
+    // While streaming, keep the newest tokens in view unless the reader scrolled up.
+    const follow = live && stream.scrollTop + stream.clientHeight >= stream.scrollHeight - 40;
+    const end = Math.min(toks.length, spans.length + CHUNK);
+    for (let i = spans.length; i < end; i++) addSpan(toks[i]);
+    if (follow) stream.scrollTop = stream.scrollHeight;
+    updateCounter();
+    if (spans.length < toks.length) schedule();
+    else showHighlight();
+  }
+  function schedule() {
+    if (!scheduled) { scheduled = true; nextFrame(pump); }
+  }
+
+  function showErrors(rows) {
+    errors = rows || [];
+    errorList.replaceChildren();
+    for (const [pos, code, detail] of errors) {
+      const li = h("li");
+      li.append(h("span", "wb-code", code), h("span", "", pos < toks.length ? ` token ${pos}: ` : " end of stream: "),
+        h("span", "", detail));
+      li.addEventListener("click", () => pin(pos));
+      errorList.append(li);
+    }
+  }
+
+  function describe(i) {
+    const t = toks[i];
+    if (!t) return;
+    info.replaceChildren();
+    const where = [t.role, t.channel].filter(Boolean).join(" · ");
+    const parts = [`position ${t.position}`, `id ${t.id}`, t.kind];
+    if (where) parts.push(where);
+    if (t.recipient) parts.push(`to ${t.recipient}`);
+    if (t.message !== null) parts.push(`message #${t.message}`);
+    parts.push(Number.isNaN(t.logprob) ? "logprob —" : `logprob ${t.logprob.toFixed(3)} (p=${Math.exp(t.logprob).toFixed(3)})`);
+    info.append(h("div", "wb-info-main", parts.join(" · ")), h("div", "wb-info-text", "text " + JSON.stringify(t.text)));
+    if (t.error) info.append(h("div", "wb-info-error", "error: " + t.error));
+  }
+
+  function pin(i) {
+    if (pinned >= 0 && spans[pinned]) spans[pinned].classList.remove("pinned");
+    pinned = pinned === i ? -1 : i;
+    if (pinned >= 0 && spans[pinned]) {
+      spans[pinned].classList.add("pinned");
+      spans[pinned].scrollIntoView({ block: "nearest" });
+      describe(pinned);
+    }
+    model.set("selected", pinned);
+    model.save_changes();
+  }
+
+  let lit = [];
+  function showHighlight() {
+    for (const s of lit) s.classList.remove("hl");
+    lit = [];
+    const [a, b] = model.get("highlight") || [];
+    if (a === undefined) return;
+    for (let i = Math.max(0, a); i <= Math.min(b ?? a, spans.length - 1); i++) {
+      spans[i].classList.add("hl");
+      lit.push(spans[i]);
+    }
+    if (lit.length) lit[0].scrollIntoView({ block: "nearest" });
+  }
+
+  stream.addEventListener("mouseover", (ev) => {
+    const s = ev.target.closest?.(".tok");
+    if (s && s._wb !== undefined && pinned < 0) describe(s._wb);
+  });
+  stream.addEventListener("click", (ev) => {
+    const s = ev.target.closest?.(".tok");
+    if (s && s._wb !== undefined) pin(s._wb);
+  });
+
+  // Full state (at start, and when Python stores it at the end): add what is not here yet.
+  function merge() {
+    strings = model.get("strings") || [""];
+    const all = decode(model.get("data"), strings, 0);
+    for (let i = toks.length; i < all.length; i++) toks.push(all[i]);
+    showErrors(model.get("errors"));
+    schedule();
+  }
+  // A live batch: replace everything from its start on.
+  function onMessage(msg, buffers) {
+    if (!msg || msg.type !== "append") return;
+    if (msg.start > toks.length) { model.send({ type: "hello", have: toks.length }); return; }
+    live = true;
+    strings = msg.strings || strings;
+    truncate(msg.start);
+    const fresh = decode(buffers && buffers[0], strings, msg.start);
+    for (const t of fresh) toks.push(t);
+    showErrors(msg.errors);
+    schedule();
+  }
+  const onFinished = () => updateCounter();
+  merge();
+  model.on("change:data", merge);
+  model.on("change:show_special", setSpecial);
+  model.on("change:highlight", showHighlight);
+  model.on("change:finished", onFinished);
+  model.on("msg:custom", onMessage);
+  if (!model.get("finished")) model.send({ type: "hello", have: toks.length });
+  return () => {
+    model.off("change:data", merge);
+    model.off("change:show_special", setSpecial);
+    model.off("change:highlight", showHighlight);
+    model.off("change:finished", onFinished);
+    model.off("msg:custom", onMessage);
+  };
+}
+
+export default { render };
