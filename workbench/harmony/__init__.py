@@ -7,6 +7,7 @@
 """
 
 from .encoding import encoding
+from .constrain import HarmonyConstraint
 from .conversation import Conversation, builtin_config, reasoning_effort, text_of
 from .functions import describe_function
 from .header import Header, HeaderError, parse_header
@@ -15,6 +16,7 @@ from .transcript import Transcript, parse_tokens
 
 __all__ = [
     "encoding",
+    "HarmonyConstraint",
     "Conversation",
     "builtin_config",
     "reasoning_effort",
