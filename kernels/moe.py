@@ -12,11 +12,12 @@ For each token t and slot s, with e = expert_idx[t, s] (W1, W2 the dequantised M
     y_t += expert_weights[t, s] * (act W2[e]^T + b2[e])
 
 MXFP4 layout (see workbench.mxfp4): byte j of a row holds element 2j in its low nibble and 2j+1 in its high
-nibble; each 16 bytes (32 elements) share the scale 2**(scale_byte - 127). The kernels read the packed
-bytes and scales, decode each nibble with integer ops into fp32 (sign, exponent and mantissa bits placed
-directly; code 1, the one subnormal, 0.5, by a select), multiply by the block scale and feed the matmul;
-dequantised weights never reach memory. A scale byte of 0 (2**-127) decodes as 0 here. The even and odd
-elements are two half-width matmuls against x's even and odd columns, so nothing needs interleaving.
+nibble; each 16 bytes (32 elements) share the scale 2**(scale_byte - 127). The kernels load packed weight
+tiles (the matrix-vector path as [rows, blocks, 16] with one scale load per block), build each element's
+fp32 bits with integer ops (the scale goes straight into the exponent; see ``_decode``) and feed the
+products; dequantised weights
+never reach memory. The even and odd elements are two half-width products against x's even and odd
+columns, so nothing is interleaved. A scale byte of 0 (2**-127) is read as 1 (2**-126).
 
 Two schedules:
 - decode (few tokens; the default when T*k <= 32): one program per (token, slot) and column block runs a
@@ -66,33 +67,57 @@ def moe_torch(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias
 # ---- Triton ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _e2m1(code):
-    """E2M1 codes (int32, 0..15) -> fp32: 0, .5, 1, 1.5, 2, 3, 4, 6 and their negatives (code | 8)."""
-    em = code & 7
-    # em >= 2: fp32 exponent (em >> 1) - 1, mantissa bit em & 1; em = 1 is the subnormal 0.5; em = 0 is 0
-    bits = tl.where(em > 1, (em << 22) + 0x3F000000, em * 0x3F000000)
-    return (bits | ((code & 8) << 28)).to(tl.float32, bitcast=True)
+def _decode(b, sb):
+    """Packed bytes b (int32) and scale bits sb = (max(s, 1) - 1) << 23 -> (even, odd) fp32 elements.
+
+    The fp32 bits are built with integer ops, the block scale 2**(s-127) going straight into the exponent:
+    for a nibble sign|em (em = 2*exponent + mantissa bit), em >= 2 gives (em << 22) + sb, em == 1 (the
+    subnormal 0.5) gives sb, em == 0 gives 0. A scale byte of 0 (2**-127) is read as 1 (2**-126).
+    """
+    lo = b & 7
+    hi = (b >> 4) & 7
+    lo = tl.where(lo > 1, (lo << 22) + sb, tl.where(lo == 1, sb, 0)) | ((b & 8) << 28)
+    hi = tl.where(hi > 1, (hi << 22) + sb, tl.where(hi == 1, sb, 0)) | ((b & 128) << 24)
+    return lo.to(tl.float32, bitcast=True), hi.to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _dequant(Wb, Ws, rows, row_ok, j, j_ok, ROW_BYTES: tl.constexpr):
-    """Rows ``rows`` [R] x byte columns ``j`` [C] of an MXFP4 matrix with ROW_BYTES bytes a row
-    -> (even elements, odd elements), fp32 [R, C]. Masked places give 0."""
-    m = row_ok[:, None] & j_ok[None, :]
-    b = tl.load(Wb + rows[:, None] * ROW_BYTES + j[None, :], mask=m, other=0).to(tl.int32)
-    s = tl.load(Ws + rows[:, None] * (ROW_BYTES // 16) + (j // 16)[None, :], mask=m, other=0).to(tl.int32)
-    scale = (s << 23).to(tl.float32, bitcast=True)  # 2 ** (s - 127)
-    return _e2m1(b & 15) * scale, _e2m1(b >> 4) * scale
-
-
-@triton.jit
-def _mac(acc, xe, xo, w_lo, w_hi, BLOCK_M: tl.constexpr, UPCAST: tl.constexpr):
-    """acc [M, N] + xe @ w_lo^T + xo @ w_hi^T for x halves [M, C] and fp32 weight halves [N, C]."""
-    if BLOCK_M == 1:  # matrix-vector: products on the CUDA cores, fp32
-        acc += (tl.sum(xe.to(tl.float32) * w_lo, axis=1) + tl.sum(xo.to(tl.float32) * w_hi, axis=1))[None, :]
+def _x_halves(Rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ROW_BYTES: tl.constexpr):
+    """Even and odd elements 2j, 2j+1 for byte columns j in [c0, c0 + BLOCK_K/2) of the rows at pointers
+    Rows [M]: [1, G, 16] each for BLOCK_M == 1 (G = BLOCK_K / 32 blocks), else [M, BLOCK_K / 2]."""
+    if BLOCK_M == 1:
+        j = c0 + tl.arange(0, BLOCK_K // 32)[:, None] * 16 + tl.arange(0, 16)[None, :]  # [G, 16]
+        m = (row_ok[:, None, None] & (j < ROW_BYTES)[None])
+        offs = Rows[:, None, None] + 2 * j[None]
     else:
-        acc = dot(xe, tl.trans(w_lo.to(xe.dtype)), acc, UPCAST)
-        acc = dot(xo, tl.trans(w_hi.to(xo.dtype)), acc, UPCAST)
+        j = c0 + tl.arange(0, BLOCK_K // 2)
+        m = row_ok[:, None] & (j < ROW_BYTES)[None, :]
+        offs = Rows[:, None] + 2 * j[None, :]
+    return tl.load(offs, mask=m, other=0.0), tl.load(offs + 1, mask=m, other=0.0)
+
+
+@triton.jit
+def _mac(acc, xe, xo, Wb, Ws, rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+         BLOCK_K: tl.constexpr, ROW_BYTES: tl.constexpr, UPCAST: tl.constexpr):
+    """acc [M, N] + x . W[rows]^T over byte columns [c0, c0 + BLOCK_K/2) of the MXFP4 matrix (Wb bytes,
+    Ws scales, ROW_BYTES bytes a row), with x given as halves from ``_x_halves``. Masked places give 0."""
+    if BLOCK_M == 1:  # matrix-vector on the CUDA cores: tiles [N, G, 16], one scale load per 16 bytes
+        g = c0 // 16 + tl.arange(0, BLOCK_K // 32)
+        g_ok = g < ROW_BYTES // 16
+        j = g[:, None] * 16 + tl.arange(0, 16)[None, :]
+        b = tl.load(Wb + rows[:, None, None] * ROW_BYTES + j[None], mask=row_ok[:, None, None] & g_ok[None, :, None],
+                    other=0).to(tl.int32)
+        s = tl.load(Ws + rows[:, None] * (ROW_BYTES // 16) + g[None, :], mask=row_ok[:, None] & g_ok[None, :], other=1)
+        lo, hi = _decode(b, ((tl.maximum(s.to(tl.int32), 1) - 1) << 23)[:, :, None])
+        acc += tl.sum(tl.sum(xe.to(tl.float32) * lo + xo.to(tl.float32) * hi, axis=2), axis=1)[None, :]
+    else:  # tensor cores: tiles [N, BLOCK_K/2] (a scale gathered per byte; amortised over BLOCK_M rows)
+        j = c0 + tl.arange(0, BLOCK_K // 2)
+        m = row_ok[:, None] & (j < ROW_BYTES)[None, :]
+        b = tl.load(Wb + rows[:, None] * ROW_BYTES + j[None, :], mask=m, other=0).to(tl.int32)
+        s = tl.load(Ws + rows[:, None] * (ROW_BYTES // 16) + (j // 16)[None, :], mask=m, other=1)
+        lo, hi = _decode(b, (tl.maximum(s.to(tl.int32), 1) - 1) << 23)
+        acc = dot(xe, tl.trans(lo.to(xe.dtype)), acc, UPCAST)
+        acc = dot(xo, tl.trans(hi.to(xo.dtype)), acc, UPCAST)
     return acc
 
 
@@ -119,7 +144,7 @@ def _mlp1_kernel(X, Idx, Order, TileE, TileR0, TileR1, Wb, Ws, Bias, Act, stride
         pair = tl.load(Order + rows, mask=row_ok, other=0)
     else:
         pair = rows
-    tok = (pair // K).to(tl.int64)
+    Xrows = X + (pair // K).to(tl.int64) * stride_x
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < I
     e = e.to(tl.int64)
@@ -127,16 +152,10 @@ def _mlp1_kernel(X, Idx, Order, TileE, TileR0, TileR1, Wb, Ws, Bias, Act, stride
     S = Ws + e * (2 * I * (H // 32))
     acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, H // 2, BLOCK_K // 2):
-        j = k0 + tl.arange(0, BLOCK_K // 2)  # byte columns: elements 2j, 2j+1
-        j_ok = j < H // 2
-        xm = row_ok[:, None] & j_ok[None, :]
-        xe = tl.load(X + tok[:, None] * stride_x + 2 * j[None, :], mask=xm, other=0.0)
-        xo = tl.load(X + tok[:, None] * stride_x + 2 * j[None, :] + 1, mask=xm, other=0.0)
-        g_lo, g_hi = _dequant(W, S, 2 * n, n_ok, j, j_ok, H // 2)
-        acc_g = _mac(acc_g, xe, xo, g_lo, g_hi, BLOCK_M, UPCAST)
-        u_lo, u_hi = _dequant(W, S, 2 * n + 1, n_ok, j, j_ok, H // 2)
-        acc_u = _mac(acc_u, xe, xo, u_lo, u_hi, BLOCK_M, UPCAST)
+    for c0 in range(0, H // 2, BLOCK_K // 2):
+        xe, xo = _x_halves(Xrows, row_ok, c0, BLOCK_M, BLOCK_K, H // 2)
+        acc_g = _mac(acc_g, xe, xo, W, S, 2 * n, n_ok, c0, BLOCK_M, BLOCK_N, BLOCK_K, H // 2, UPCAST)
+        acc_u = _mac(acc_u, xe, xo, W, S, 2 * n + 1, n_ok, c0, BLOCK_M, BLOCK_N, BLOCK_K, H // 2, UPCAST)
     b_g = tl.load(Bias + e * (2 * I) + 2 * n, mask=n_ok, other=0.0).to(tl.float32)
     b_u = tl.load(Bias + e * (2 * I) + 2 * n + 1, mask=n_ok, other=0.0).to(tl.float32)
     gate = tl.minimum(acc_g + b_g[None, :], limit)
@@ -165,16 +184,11 @@ def _mlp2_grouped_kernel(Act, Order, TileE, TileR0, TileR1, Wt, Wb, Ws, Bias, Yp
     e = e.to(tl.int64)
     W = Wb + e * (H * (I // 2))
     S = Ws + e * (H * (I // 32))
-    A = Act + rows.to(tl.int64)[:, None] * I
+    Arows = Act + rows.to(tl.int64) * I
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, I // 2, BLOCK_K // 2):
-        j = k0 + tl.arange(0, BLOCK_K // 2)
-        j_ok = j < I // 2
-        am = row_ok[:, None] & j_ok[None, :]
-        ae = tl.load(A + 2 * j[None, :], mask=am, other=0.0)
-        ao = tl.load(A + 2 * j[None, :] + 1, mask=am, other=0.0)
-        w_lo, w_hi = _dequant(W, S, n, n_ok, j, j_ok, I // 2)
-        acc = _mac(acc, ae, ao, w_lo, w_hi, BLOCK_M, UPCAST)
+    for c0 in range(0, I // 2, BLOCK_K // 2):
+        ae, ao = _x_halves(Arows, row_ok, c0, BLOCK_M, BLOCK_K, I // 2)
+        acc = _mac(acc, ae, ao, W, S, n, n_ok, c0, BLOCK_M, BLOCK_N, BLOCK_K, I // 2, UPCAST)
     bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)
     wt = tl.load(Wt + pair, mask=row_ok, other=0.0).to(tl.float32)
     y = (acc + bias[None, :]) * wt[:, None]
@@ -188,25 +202,20 @@ def _mlp2_token_kernel(Act, Idx, Wt, Wb, Ws, Bias, Y, K,
     t = tl.program_id(0)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < H
-    zero = tl.zeros((1,), tl.int32)
+    one = tl.zeros((1,), tl.int32)
     out = tl.zeros((1, BLOCK_N), tl.float32)
     for s in range(0, K):
-        pair = t * K + s
-        e = tl.load(Idx + pair).to(tl.int64)
+        pair = t * K + s + one  # [1]
+        e = tl.load(Idx + pair).to(tl.int64)  # [1]
         W = Wb + e * (H * (I // 2))
         S = Ws + e * (H * (I // 32))
-        A = Act + pair.to(tl.int64) * I
+        Arow = Act + pair.to(tl.int64) * I
         acc = tl.zeros((1, BLOCK_N), tl.float32)
-        for k0 in range(0, I // 2, BLOCK_K // 2):
-            j = k0 + tl.arange(0, BLOCK_K // 2)
-            j_ok = j < I // 2
-            ae = tl.load(A + 2 * j[None, :], mask=j_ok[None, :], other=0.0)
-            ao = tl.load(A + 2 * j[None, :] + 1, mask=j_ok[None, :], other=0.0)
-            w_lo, w_hi = _dequant(W, S, n, n_ok, j, j_ok, I // 2)
-            acc = _mac(acc, ae, ao, w_lo, w_hi, 1, False)
-        bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)
-        wt = tl.load(Wt + pair + zero).to(tl.float32)  # [1]
-        out += (acc + bias[None, :]) * wt[:, None]
+        for c0 in range(0, I // 2, BLOCK_K // 2):
+            ae, ao = _x_halves(Arow, one == 0, c0, 1, BLOCK_K, I // 2)
+            acc = _mac(acc, ae, ao, W, S, n, n_ok, c0, 1, BLOCK_N, BLOCK_K, I // 2, False)
+        bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)  # [BLOCK_N]
+        out += (acc + bias[None, :]) * tl.load(Wt + pair).to(tl.float32)[:, None]
     tl.store(Y + t * H + n[None, :], out.to(Y.dtype.element_ty), mask=n_ok[None, :])
 
 
@@ -245,7 +254,8 @@ def _tile_table(flat_idx: torch.Tensor, E: int, block_m: int):
     """
     N = flat_idx.numel()
     order = torch.argsort(flat_idx, stable=True)
-    counts = torch.bincount(flat_idx, minlength=E)[:E]
+    counts = torch.zeros(E, dtype=torch.int64, device=flat_idx.device)
+    counts.scatter_add_(0, flat_idx.long(), torch.ones_like(flat_idx, dtype=torch.int64))  # (bincount syncs)
     n_tiles = (counts + block_m - 1) // block_m
     tile_end = torch.cumsum(n_tiles, 0)
     row_begin = torch.cumsum(counts, 0) - counts
@@ -259,16 +269,19 @@ def _tile_table(flat_idx: torch.Tensor, E: int, block_m: int):
     return order, tec, r0, torch.where(ok, r1, r0)
 
 
+DECODE_TILES = dict(block_n=16, block_k=256, block_n2=16, block_k2=256, num_warps=4, num_stages=None)
+GROUPED_TILES = dict(block_n=64, block_k=64, block_n2=64, block_k2=128, num_warps=8, num_stages=3)  # no spills (ptxas)
+
+
 def moe(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2_blocks, mlp2_scales, mlp2_bias,
-        swiglu_limit: float = 7.0, *, grouped: bool | None = None, block_m: int | None = None,
-        block_n: int | None = None, block_k: int | None = None, block_n2: int | None = None,
-        num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
+        swiglu_limit: float = 7.0, *, grouped: bool | None = None, block_m: int | None = None, **tiles) -> torch.Tensor:
     """Triton MoE (see the module docstring). Returns y [T, H] in x.dtype.
 
-    ``grouped``: None picks decode for T*k <= 32, else grouped. Tile sizes: ``block_m`` rows per tile
-    (grouped; default from the average rows per expert, 16..64), ``block_n`` activation columns per
-    program in the first layer, ``block_n2`` output columns in the second, ``block_k`` reduction
-    elements per step (a power of two >= 32).
+    ``grouped``: None picks decode for T*k <= 32, else grouped. ``block_m``: rows per tile (grouped;
+    default from the average rows per expert, 16..64). ``tiles`` override DECODE_TILES / GROUPED_TILES:
+    ``block_n`` activation columns per program in the first layer, ``block_n2`` output columns in the
+    second, ``block_k`` / ``block_k2`` reduction elements per step in each (powers of two >= 32: whole
+    MXFP4 blocks), ``num_warps``, ``num_stages``.
     """
     check(_mlp1_kernel, x, expert_idx, mlp1_blocks)
     T, H, E, I = _check_shapes(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias,
@@ -283,29 +296,34 @@ def moe(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2
     b1, s1, bias1 = mlp1_blocks.contiguous(), mlp1_scales.contiguous(), mlp1_bias.contiguous()
     b2, s2, bias2 = mlp2_blocks.contiguous(), mlp2_scales.contiguous(), mlp2_bias.contiguous()
     grouped = N > 32 if grouped is None else grouped
-    opts = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v}
+    unknown = set(tiles) - set(DECODE_TILES)
+    if unknown:
+        raise TypeError(f"moe: unknown tile options {sorted(unknown)}")
+    cfg = {**(GROUPED_TILES if grouped else DECODE_TILES), **{k: v for k, v in tiles.items() if v is not None}}
+    for name in ("block_k", "block_k2"):
+        if cfg[name] < 32 or cfg[name] & (cfg[name] - 1):
+            raise ValueError(f"moe: {name}={cfg[name]} must be a power of two >= 32")
+    opts = {k: cfg[k] for k in ("num_warps", "num_stages") if cfg[k]}
     act = torch.empty((N, I), dtype=x.dtype, device=x.device)
-    upcast = upcast_dots(x)
     if not grouped:
-        bn, bk = block_n or 16, block_k or 256
-        _mlp1_kernel[(N, triton.cdiv(I, bn))](
+        _mlp1_kernel[(N, triton.cdiv(I, cfg["block_n"]))](
             x, flat_idx, flat_idx, flat_idx, flat_idx, flat_idx, b1, s1, bias1, act, x.stride(0), K,
-            float(swiglu_limit), H=H, I=I, GROUPED=False, BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, UPCAST=False, **opts)
+            float(swiglu_limit), H=H, I=I, GROUPED=False, BLOCK_M=1, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+            UPCAST=False, **opts)
         y = torch.empty_like(x)
-        bn2 = block_n2 or 16
-        _mlp2_token_kernel[(T, triton.cdiv(H, bn2))](
-            act, flat_idx, flat_w, b2, s2, bias2, y, K, H=H, I=I, BLOCK_N=bn2, BLOCK_K=bk, **opts)
+        _mlp2_token_kernel[(T, triton.cdiv(H, cfg["block_n2"]))](
+            act, flat_idx, flat_w, b2, s2, bias2, y, K, H=H, I=I, BLOCK_N=cfg["block_n2"], BLOCK_K=cfg["block_k2"],
+            **opts)
         return y
+    upcast = upcast_dots(x)
     bm = block_m or max(16, min(64, next_pow2(triton.cdiv(N, E))))
-    bn, bk = block_n or 64, block_k or 128
     order, tile_e, tile_r0, tile_r1 = _tile_table(flat_idx, E, bm)
     n_tiles = tile_e.numel()
-    _mlp1_kernel[(n_tiles, triton.cdiv(I, bn))](
+    _mlp1_kernel[(n_tiles, triton.cdiv(I, cfg["block_n"]))](
         x, flat_idx, order, tile_e, tile_r0, tile_r1, b1, s1, bias1, act, x.stride(0), K, float(swiglu_limit),
-        H=H, I=I, GROUPED=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, UPCAST=upcast, **opts)
+        H=H, I=I, GROUPED=True, BLOCK_M=bm, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], UPCAST=upcast, **opts)
     ypair = torch.empty((N, H), dtype=torch.float32, device=x.device)
-    bn2 = block_n2 or 128
-    _mlp2_grouped_kernel[(n_tiles, triton.cdiv(H, bn2))](
+    _mlp2_grouped_kernel[(n_tiles, triton.cdiv(H, cfg["block_n2"]))](
         act, order, tile_e, tile_r0, tile_r1, flat_w, b2, s2, bias2, ypair,
-        H=H, I=I, BLOCK_M=bm, BLOCK_N=bn2, BLOCK_K=bk, UPCAST=upcast, **opts)
+        H=H, I=I, BLOCK_M=bm, BLOCK_N=cfg["block_n2"], BLOCK_K=cfg["block_k2"], UPCAST=upcast, **opts)
     return ypair.view(T, K, H).sum(1).to(x.dtype)

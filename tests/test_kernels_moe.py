@@ -73,7 +73,7 @@ CASES = [  # T, E, H, I, k, grouped
 def test_kernel_matches_reference(T, E, H, I, k, grouped):
     args = make(T, E, H, I, k, seed=T * 7 + E)
     # block_k=64 < H: two reduction steps, the last partly masked when H or I is 96
-    y = K.moe(*args, 7.0, grouped=grouped, block_m=16, block_n=32, block_k=64, block_n2=32)
+    y = K.moe(*args, 7.0, grouped=grouped, block_m=16, block_n=32, block_k=64, block_n2=32, block_k2=64)
     want = K.moe_torch(*args, 7.0)
     assert y.shape == (T, H) and y.dtype == torch.float32
     torch.testing.assert_close(y, want, atol=2e-4 * want.abs().max().item(), rtol=1e-4)
@@ -82,7 +82,7 @@ def test_kernel_matches_reference(T, E, H, I, k, grouped):
 @pytest.mark.parametrize("grouped", [False, True])
 def test_kernel_bf16(grouped):
     args = make(6, 4, 64, 64, 2, dtype=torch.bfloat16, seed=3)
-    y = K.moe(*args, 7.0, grouped=grouped, block_m=16, block_n=32, block_k=64, block_n2=32)
+    y = K.moe(*args, 7.0, grouped=grouped, block_m=16, block_n=32, block_k=64, block_n2=32, block_k2=64)
     want = K.moe_torch(*args, 7.0)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), want.float(), atol=2e-2 * want.float().abs().max().item(), rtol=2e-2)
