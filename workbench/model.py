@@ -145,28 +145,31 @@ def swiglu(h: Tensor, limit: float, alpha: float = 1.702) -> Tensor:
     return gate * torch.sigmoid(alpha * gate) * (up + 1)
 
 
-def attention_mask(q_pos: Tensor, k_pos: Tensor, window: int | None) -> Tensor:
-    """Additive mask [T, S]: 0 where query position i sees key position j, -inf elsewhere.
+def attention_mask(T: int, S: int, window: int | None, offset: int, device=None) -> Tensor:
+    """Additive mask [T, S]: 0 where query t (at relative position offset + t) sees key j, -inf elsewhere.
 
-    Causal: j <= i; sliding (window W): also i - W < j.
+    Causal: j <= i; sliding (window W): also i - W < j. Positions are relative to the first key given.
     """
-    visible = k_pos[None, :] <= q_pos[:, None]
-    if window is not None:
-        visible &= k_pos[None, :] > q_pos[:, None] - window
-    mask = torch.zeros(visible.shape, dtype=torch.float32, device=q_pos.device)
-    return mask.masked_fill_(~visible, float("-inf"))
+    i = offset + torch.arange(T, device=device)[:, None]
+    j = torch.arange(S, device=device)[None, :]
+    visible = j <= i
+    if window:
+        visible &= j > i - window
+    return torch.zeros((T, S), dtype=torch.float32, device=device).masked_fill_(~visible, float("-inf"))
 
 
 # ================================================================================================
 # the swappable pieces: attention core, router top-k, experts
 # ================================================================================================
 
-def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: Tensor, scale: float,
-                         hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
+def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None = None,
+                         offset: int = 0, hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
     """Softmax attention with one sink logit per head, GQA. Eager; exposes its internals to ``hook``.
 
-    q [B, T, Hq, D], k/v [B, S, Hkv, D], sinks [Hq], mask [T, S] additive -> out [B, T, Hq, D].
-    Query head h reads KV head h // (Hq/Hkv). With m = max(max_j s_hij, sink_h):
+    q [B, T, Hq, D], k/v [B, S, Hkv, D], sinks [Hq] -> out [B, T, Hq, D]. Query t sits at position
+    offset + t, key j at position j (``offset`` = keys before the first query); the mask is
+    ``attention_mask(T, S, window, offset)``. Query head h reads KV head h // (Hq/Hkv).
+    With s_hij = scale q_hi.k_j + mask_ij and m = max(max_j s_hij, sink_h):
         w_hij = exp(s_hij - m) / (sum_j exp(s_hij - m) + exp(sink_h - m))
     ``hook(name, tensor)`` sees "scores" [B,Hq,T,S], "probs" [B,Hq,T,S], "sink_prob" [B,Hq,T] and may
     return replacements: new scores are softmaxed again, new probs are what multiplies V (sink_prob then
@@ -179,6 +182,7 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: T
     # [B, Hkv, G*T, D]: the G query heads of a KV head stacked, so one batched matmul serves GQA.
     qg = q.to(cdt).view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)
     kt = k.to(cdt).permute(0, 2, 3, 1)  # [B, Hkv, D, S]
+    mask = attention_mask(T, S, window, offset, q.device)
     scores = torch.matmul(qg, kt).view(B, Hq, T, S).float() * scale + mask
     if hook is not None:
         scores = hook("scores", scores)
@@ -197,10 +201,11 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: T
     return out.view(B, Hq, T, D).transpose(1, 2).to(q.dtype)
 
 
-def router_topk(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The k largest router logits, sorted descending: (values, indices), each [..., k]."""
-    values, indices = torch.topk(logits, k, dim=-1, sorted=True)
-    return values, indices
+def router(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k routing: (expert_idx [..., k] (sorted, best first), expert_weights [..., k] fp32 = softmax of
+    those k logits)."""
+    values, idx = torch.topk(logits, k, dim=-1, sorted=True)
+    return idx, torch.softmax(values.float(), dim=-1)
 
 
 class Experts(nn.Module):
@@ -267,23 +272,31 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
         rows = slice(start, start + n)
         start += n
         h = F.linear(xs[rows], experts.weight("mlp1_weight", e, cdt), experts.mlp1_bias[e].to(cdt))
-        y = F.linear(swiglu(h, limit), experts.weight("mlp2_weight", e, cdt), experts.mlp2_bias[e].to(cdt))
+        act = swiglu(h, limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
+        y = F.linear(act, experts.weight("mlp2_weight", e, cdt), experts.mlp2_bias[e].to(cdt))
         out.index_add_(0, token[rows], y * ws[rows])
     return out.to(x.dtype)
 
 
 class TorchBackend:
     """The reference backend: plain torch for every piece. Another backend (e.g. Triton kernels) provides
-    the same three callables with the same signatures; ``attention`` need not expose internals, the
-    model falls back to ``attention_with_sinks`` when a trace or hook asks for scores/probs/sink_prob."""
+    the same three callables with the same signatures:
+
+        attention(q [B,T,Hq,D], k, v [B,S,Hkv,D], sinks [Hq], scale, window, offset) -> [B,T,Hq,D]
+        router(logits [N,E] (or [B,T,E]), k) -> (expert_idx [.., k] int64 sorted, expert_weights [.., k] fp32)
+        experts(x [N,H], expert_idx [N,k], expert_weights [N,k], experts: Experts, swiglu_limit) -> [N,H]
+
+    ``attention`` need not expose internals: the model uses ``attention_with_sinks`` whenever a trace or
+    hook asks for scores/probs/sink_prob."""
 
     name = "torch"
 
     @staticmethod
-    def attention(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, mask: Tensor, scale: float) -> Tensor:
-        return attention_with_sinks(q, k, v, sinks, mask, scale)
+    def attention(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None,
+                  offset: int) -> Tensor:
+        return attention_with_sinks(q, k, v, sinks, scale, window, offset)
 
-    router_topk = staticmethod(router_topk)
+    router = staticmethod(router)
     experts = staticmethod(moe_experts)
 
 
@@ -291,9 +304,9 @@ BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchBackend}
 
 
 def get_backend(backend) -> object:
-    """A backend by name ("torch") or a backend object with attention/router_topk/experts."""
+    """A backend by name ("torch") or a backend object with attention/router/experts."""
     if not isinstance(backend, str):
-        missing = [m for m in ("attention", "router_topk", "experts") if not hasattr(backend, m)]
+        missing = [m for m in ("attention", "router", "experts") if not hasattr(backend, m)]
         if missing:
             raise ValueError(f"backend object {backend!r} lacks {', '.join(missing)}")
         return backend
@@ -522,12 +535,12 @@ class AttentionBlock(nn.Module):
         k_pos = ctx.positions
         if ctx.cache is not None:
             k, v, k_pos = ctx.cache.layers[self.layer].update(k, v, ctx.positions)
-        mask = ctx.mask(self.window, k_pos)
+        offset = int(ctx.positions[0] - k_pos[0])  # keys held before the first new query
         if ctx.run is not None and any(ctx.run.wants(f"blocks.{self.layer}.{p}") for p in ATTN_INTERNALS):
-            a = attention_with_sinks(q, k, v, self.sinks, mask, self.scale,
+            a = attention_with_sinks(q, k, v, self.sinks, self.scale, self.window, offset,
                                      hook=lambda name, t: hp(f"attn.{name}", t))
         else:
-            a = ctx.backend.attention(q, k, v, self.sinks, mask, self.scale)
+            a = ctx.backend.attention(q, k, v, self.sinks, self.scale, self.window, offset)
         return hp("attn.out", self.out(a.reshape(B, T, Hq * D)))
 
 
@@ -549,8 +562,7 @@ class MLPBlock(nn.Module):
         B, T, H = x.shape
         t = hp("moe.in", self.norm(x))
         logits = hp("moe.router_logits", self.gate(t))  # [B, T, E]
-        top, idx = ctx.backend.router_topk(logits, self.k)
-        weights = torch.softmax(top.float(), dim=-1)
+        idx, weights = ctx.backend.router(logits, self.k)
         new_idx = hp("moe.expert_idx", idx)
         if new_idx is not idx:  # new picks: weights = softmax of the router logits at the new picks
             if new_idx.min() < 0 or new_idx.max() >= self.experts.num_experts:
@@ -578,18 +590,11 @@ class Block(nn.Module):
 
 
 class _Step:
-    """What every block needs for one forward call: positions, RoPE tables, masks, cache, hooks, backend."""
+    """What every block needs for one forward call: positions, RoPE tables, cache, hooks, backend."""
 
     def __init__(self, model: "Model", positions: Tensor, cache: KVCache | None, run: HookRun | None):
         self.positions, self.cache, self.run, self.backend = positions, cache, run, model.backend
         self.cos, self.sin = rope_cos_sin(positions, model.inv_freq, model.concentration)
-        self._masks: dict = {}
-
-    def mask(self, window: int | None, k_pos: Tensor) -> Tensor:
-        key = (window, k_pos.shape[0], int(k_pos[0]))
-        if key not in self._masks:
-            self._masks[key] = attention_mask(self.positions, k_pos, window)
-        return self._masks[key]
 
     def hook_prefix(self, prefix: str) -> Callable[[str, Tensor], Tensor]:
         if self.run is None:

@@ -22,6 +22,17 @@ Tensor = torch.Tensor
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+def token_axis(name: str) -> int:
+    """The axis (counted from the end) that indexes token positions in hook point ``name``'s tensor:
+    -3 for attn.q/k/v [T, heads, D]; -1 for attn.sink_prob [Hq, T]; -2 for everything else
+    ([T, X] activations and attn.scores/probs [Hq, T, S])."""
+    if name.endswith(("attn.q", "attn.k", "attn.v")):
+        return -3
+    if name.endswith("attn.sink_prob"):
+        return -1
+    return -2
+
+
 class Trace(Mapping[str, Tensor]):
     """Activations by hook name (``trace[name]`` is a tensor), plus ``tokens`` and ``config``.
 

@@ -1,0 +1,249 @@
+"""Interventions as hook dicts for ``model.run_with_hooks`` (and ``run_with_trace(..., hooks=)``).
+
+Each function returns ``{hook name or glob: fn}``; ``combine`` merges several (hooks on the same point
+run in order). ``layers=None`` means every layer; ``positions`` (an int, a list, a slice or None for
+all) index the token positions of the forward call the hooks run in.
+
+>>> hooks = combine(ban_experts([3], layers=[1]), remove_sink(layers=[0], heads=[2]))   # doctest: +SKIP
+>>> logits = model.run_with_hooks(tokens, hooks)                                       # doctest: +SKIP
+
+Semantics (each is tested against an independent way to get the same result):
+- ``force_experts`` / ``ban_experts`` replace ``moe.expert_idx``; the model then re-derives the routing
+  weights as the softmax of the router logits at the new picks (as if the router had chosen them).
+- ``scale_sink(f)`` multiplies head h's sink weight exp(sink_h) by f (adds ln f to its sink logit);
+  ``remove_sink`` is f = 0: a plain softmax over the real keys. Done on ``attn.probs``:
+  probs' = probs / (r + f (1 - r)) with r = sum_j probs (= 1 - sink_prob).
+- ``ablate_heads`` zeroes a head's attention weights, so its output vector (before the out projection)
+  is zero.
+- ``patch`` replaces activations with those of another run (a ``Trace``): activation patching;
+  ``patching_sweep`` runs it for every (layer, position) and tabulates a metric.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence, Union
+
+import torch
+
+from .trace import token_axis
+
+Tensor = torch.Tensor
+HookFn = Callable[[Tensor, str], Union[Tensor, None]]
+Hooks = dict[str, list[HookFn]]
+Positions = Union[None, int, slice, Sequence[int]]
+Layers = Union[None, int, Iterable[int]]
+
+
+def combine(*hook_dicts: Mapping[str, HookFn | Sequence[HookFn]]) -> Hooks:
+    """Merge hook dicts; hooks on the same name run in the order given."""
+    out: Hooks = {}
+    for d in hook_dicts:
+        for name, fns in d.items():
+            out.setdefault(name, []).extend([fns] if callable(fns) else list(fns))
+    return out
+
+
+def _names(point: str, layers: Layers) -> list[str]:
+    if layers is None:
+        return [f"blocks.*.{point}"]
+    if isinstance(layers, int):
+        layers = [layers]
+    return [f"blocks.{int(i)}.{point}" for i in layers]
+
+
+def _layer_key(name: str) -> str:
+    """"blocks.3.moe.expert_idx" -> "blocks.3"."""
+    return ".".join(name.split(".")[:2])
+
+
+def _index(positions: Positions, length: int, what: str = "position"):
+    """An index along one axis of size ``length`` (validated)."""
+    if positions is None:
+        return slice(None)
+    if isinstance(positions, slice):
+        return positions
+    idx = [positions] if isinstance(positions, int) else [int(p) for p in positions]
+    bad = [p for p in idx if not -length <= p < length]
+    if bad:
+        raise IndexError(f"{what} {bad[0]} is out of range for {length} {what}s in this forward call")
+    return torch.tensor(idx, dtype=torch.long)
+
+
+def _at(t: Tensor, axis: int, index) -> tuple:
+    """A tuple index selecting ``index`` along ``axis`` (negative, from the end) of ``t``."""
+    full = [slice(None)] * t.dim()
+    full[t.dim() + axis] = index
+    return tuple(full)
+
+
+# ---- routing ------------------------------------------------------------------------------------
+
+def _reroute(choose: Callable[[Tensor, int], Tensor], layers: Layers, positions: Positions) -> Hooks:
+    """Observe each layer's router logits, then replace its expert_idx at ``positions`` with
+    ``choose(logits [..., n, E], k) -> picks [..., n, k]``."""
+    seen: dict[str, Tensor] = {}
+
+    def observe(logits: Tensor, name: str):
+        seen[_layer_key(name)] = logits
+        return None
+
+    def replace(idx: Tensor, name: str) -> Tensor:
+        logits = seen.pop(_layer_key(name)).float()
+        sel = _at(idx, -2, _index(positions, idx.shape[-2]))
+        new = idx.clone()
+        new[sel] = choose(logits[sel], idx.shape[-1])
+        return new
+
+    return combine({n: observe for n in _names("moe.router_logits", layers)},
+                   {n: replace for n in _names("moe.expert_idx", layers)})
+
+
+def _top_k_by_logit(scores: Tensor, logits: Tensor, k: int) -> Tensor:
+    picks = torch.topk(scores, k, dim=-1).indices
+    order = torch.argsort(logits.gather(-1, picks), dim=-1, descending=True, stable=True)
+    return picks.gather(-1, order)  # sorted by router logit, best first, like the router's own picks
+
+
+def force_experts(experts: int | Sequence[int], *, layers: Layers = None, positions: Positions = None) -> Hooks:
+    """Make every selected token pick ``experts`` (at most k of them); the remaining slots go to the
+    highest router logits among the others. Picks are ordered by router logit; weights re-derived."""
+    forced = [experts] if isinstance(experts, int) else [int(e) for e in experts]
+
+    def choose(logits: Tensor, k: int) -> Tensor:
+        if len(forced) > k:
+            raise ValueError(f"cannot force {len(forced)} experts into top-{k} routing")
+        _check_ids(forced, logits.shape[-1])
+        scores = logits.clone()
+        scores[..., forced] = float("inf")
+        return _top_k_by_logit(scores, logits, k)
+
+    return _reroute(choose, layers, positions)
+
+
+def ban_experts(experts: int | Sequence[int], *, layers: Layers = None, positions: Positions = None) -> Hooks:
+    """Forbid ``experts`` for the selected tokens: picks become the top-k of the other router logits."""
+    banned = [experts] if isinstance(experts, int) else [int(e) for e in experts]
+
+    def choose(logits: Tensor, k: int) -> Tensor:
+        _check_ids(banned, logits.shape[-1])
+        if logits.shape[-1] - len(set(banned)) < k:
+            raise ValueError(f"banning {len(set(banned))} of {logits.shape[-1]} experts leaves fewer than k={k}")
+        scores = logits.clone()
+        scores[..., banned] = float("-inf")
+        return _top_k_by_logit(scores, logits, k)
+
+    return _reroute(choose, layers, positions)
+
+
+def _check_ids(ids: list[int], n: int) -> None:
+    bad = [e for e in ids if not 0 <= e < n]
+    if bad:
+        raise ValueError(f"expert {bad[0]} does not exist (experts are 0..{n - 1})")
+
+
+# ---- attention ----------------------------------------------------------------------------------
+
+def _edit_probs(probs: Tensor, heads, positions, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """A copy of probs [..., Hq, T, S] with rows (heads x positions) replaced by fn(rows [..., h, t, S])."""
+    out = probs.clone()
+    h = _index(heads, probs.shape[-3], "head")
+    t = _index(positions, probs.shape[-2])
+    block = out[..., h, :, :]  # [..., h, T, S] (a copy when h is a list)
+    block[..., t, :] = fn(block[..., t, :])
+    out[..., h, :, :] = block
+    return out
+
+
+def scale_sink(factor: float, *, layers: Layers = None, heads: int | Sequence[int] | None = None,
+               positions: Positions = None) -> Hooks:
+    """Multiply the sink's unnormalised weight exp(sink_h) by ``factor`` (>= 0) for ``heads`` (None: all)."""
+    if factor < 0:
+        raise ValueError(f"sink scale factor must be >= 0, got {factor}")
+
+    def rescale(rows: Tensor) -> Tensor:
+        r = rows.sum(-1, keepdim=True)  # = 1 - sink_prob
+        return rows / (r + factor * (1 - r)).clamp_min(torch.finfo(rows.dtype).tiny)
+
+    return {n: (lambda probs, name: _edit_probs(probs, heads, positions, rescale))
+            for n in _names("attn.probs", layers)}
+
+
+def remove_sink(*, layers: Layers = None, heads: int | Sequence[int] | None = None,
+                positions: Positions = None) -> Hooks:
+    """No sink for ``heads``: attention weights renormalised over the real keys (``scale_sink(0)``)."""
+    return scale_sink(0.0, layers=layers, heads=heads, positions=positions)
+
+
+def ablate_heads(heads: int | Sequence[int], *, layers: Layers = None, positions: Positions = None) -> Hooks:
+    """Zero-ablate query heads: their attention weights become 0, so their output vectors are 0."""
+    return {n: (lambda probs, name: _edit_probs(probs, heads, positions, torch.zeros_like))
+            for n in _names("attn.probs", layers)}
+
+
+# ---- activation patching ------------------------------------------------------------------------
+
+def patch(source: Mapping[str, Tensor], names: str | Sequence[str] | None = None, *,
+          positions: Positions = None) -> Hooks:
+    """Replace activations with ``source[name]`` (a ``Trace`` of another run, or a dict), at ``positions``.
+
+    ``names``: exact hook names present in ``source`` (None: all of them). Shapes must match the target
+    run's at the patched positions (same length prompts, or positions both runs have).
+    """
+    if names is None:
+        names = list(source)
+    elif isinstance(names, str):
+        names = [names]
+    missing = [n for n in names if n not in source]
+    if missing:
+        raise KeyError(f"source has no {missing[0]!r}; trace it in the source run (names=...)")
+
+    def hook(t: Tensor, name: str) -> Tensor:
+        src = source[name].to(device=t.device, dtype=t.dtype)
+        axis = token_axis(name)
+        if positions is None:
+            if src.shape != t.shape:
+                raise ValueError(f"cannot patch {name!r}: source shape {list(src.shape)} != target {list(t.shape)}")
+            return src.clone()
+        idx = _index(positions, min(t.shape[axis], src.shape[axis]))
+        out = t.clone()
+        try:
+            out[_at(out, axis, idx)] = src[_at(src, axis, idx)]
+        except RuntimeError as e:
+            raise ValueError(f"cannot patch {name!r} at {positions}: {e}") from None
+        return out
+
+    return {n: hook for n in names}
+
+
+def patching_sweep(model, clean_tokens, corrupt_tokens, metric: Callable[[Tensor], float], *,
+                   layers: Layers = None, positions: Positions = None, point: str = "resid_post"):
+    """Activation patching: for each layer and position, run ``corrupt_tokens`` with ``blocks.{l}.{point}``
+    at that position taken from the clean run, and record ``metric(logits)``.
+
+    Returns a DataFrame (layer x position); ``.attrs["clean"]`` and ``.attrs["corrupt"]`` hold the metric
+    without patching. Prompts must have the same length.
+    """
+    import pandas as pd
+
+    clean_tokens, corrupt_tokens = torch.as_tensor(clean_tokens), torch.as_tensor(corrupt_tokens)
+    if clean_tokens.shape != corrupt_tokens.shape:
+        raise ValueError(f"clean and corrupt prompts must have the same shape, got {list(clean_tokens.shape)} "
+                         f"and {list(corrupt_tokens.shape)}")
+    L, T = model.config.num_hidden_layers, clean_tokens.shape[-1]
+    layer_list = list(range(L)) if layers is None else ([layers] if isinstance(layers, int) else list(layers))
+    pos_list = list(range(T)) if positions is None else (
+        [positions] if isinstance(positions, int) else list(range(T))[positions] if isinstance(positions, slice)
+        else list(positions))
+    with torch.no_grad():
+        clean_logits, clean = model.run_with_trace(clean_tokens, names=[f"blocks.{l}.{point}" for l in layer_list])
+        data = {}
+        for layer in layer_list:
+            name = f"blocks.{layer}.{point}"
+            data[layer] = [float(metric(model.run_with_hooks(corrupt_tokens, patch(clean, name, positions=[p]))))
+                           for p in pos_list]
+        corrupt_logits = model(corrupt_tokens)
+    df = pd.DataFrame.from_dict(data, orient="index", columns=pos_list)
+    df.index.name, df.columns.name = "layer", "position"
+    df.attrs["clean"] = float(metric(clean_logits))
+    df.attrs["corrupt"] = float(metric(corrupt_logits))
+    return df
