@@ -8,6 +8,8 @@ Backends join the model and Harmony: the model knows nothing of Harmony, Harmony
 """
 
 from .base import Backend, prompt_tokens
+from .local import LocalBackend
+from .openai_compat import OpenAIBackend
 from .scripted import ScriptedBackend, ScriptExhausted
 
-__all__ = ["Backend", "prompt_tokens", "ScriptedBackend", "ScriptExhausted"]
+__all__ = ["Backend", "prompt_tokens", "LocalBackend", "OpenAIBackend", "ScriptedBackend", "ScriptExhausted"]

@@ -1,0 +1,58 @@
+"""``LocalBackend``: the workbench's own model, streaming real token ids (the full token-level view).
+
+>>> backend = LocalBackend(load_model(make_tiny_checkpoint(tmp)), constrained=True)   # doctest: +SKIP
+>>> backend.complete(Conversation.new().user("Hi"), max_new_tokens=40, seed=0)      # doctest: +SKIP
+
+``constrained=True`` adds a ``HarmonyConstraint`` built from the conversation's channels and tools,
+so even a small random model writes well-formed Harmony. Each call keeps the generated steps (token,
+logprob, position, and activations if ``trace_names`` was given) in ``last_steps``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..harmony import Conversation, HarmonyConstraint
+from ..harmony import tokens as T
+from .base import Backend, prompt_tokens
+
+
+class LocalBackend(Backend):
+    name = "local"
+    token_level = True
+
+    def __init__(self, model, *, constrained: bool = False, max_content_tokens: int | None = None,
+                 trace_names=None, device: str = "cpu"):
+        if isinstance(model, (str, Path)):
+            from ..model import load_model
+
+            model = load_model(model, device=device)
+        self.model = model
+        self.constrained = constrained
+        self.max_content_tokens = max_content_tokens
+        self.trace_names = trace_names
+        self.last_steps: list = []
+
+    def processor(self, prompt: Conversation | Sequence[int]) -> HarmonyConstraint | None:
+        if not self.constrained:
+            return None
+        if isinstance(prompt, Conversation):
+            return HarmonyConstraint.from_conversation(prompt, max_content_tokens=self.max_content_tokens)
+        return HarmonyConstraint(max_content_tokens=self.max_content_tokens)
+
+    def generate(self, prompt: Conversation | Sequence[int], *, max_new_tokens: int = 2048, temperature: float = 1.0,
+                 top_p: float = 1.0, seed: int | None = None, reasoning_effort: str | None = None) -> Iterator[int]:
+        from ..generate import generate
+
+        if reasoning_effort is not None and isinstance(prompt, Conversation) and prompt.reasoning_effort != reasoning_effort:
+            prompt = prompt.copy().set_reasoning_effort(reasoning_effort)
+        self.last_steps = []
+        for step in generate(self.model, prompt_tokens(prompt), max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed, stop_tokens=T.STOP_FOR_ACTIONS,
+                             logits_processor=self.processor(prompt), trace_names=self.trace_names):
+            self.last_steps.append(step)
+            yield step.token
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({type(self.model).__name__}, constrained={self.constrained})"
