@@ -35,6 +35,10 @@ NO_WINDOW = 1 << 30  # "window" value meaning full causal attention
 def attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, scale: float | None = None,
                     window: int | None = None, offset: int = 0, *, return_sink_prob: bool = False):
     """Reference in fp32 torch ops; same signature and result as ``attention``. Materialises [Hq, T, S]."""
+    if q.dim() == 4:  # batch: one sequence at a time
+        res = [attention_torch(*a, sinks, scale, window, offset, return_sink_prob=True) for a in zip(q, k, v)]
+        out, sp = torch.stack([r[0] for r in res]), torch.stack([r[1] for r in res])
+        return (out, sp) if return_sink_prob else out
     T, Hq, D = q.shape
     S, Hkv, _ = k.shape
     G = Hq // Hkv
@@ -81,13 +85,18 @@ def _attn_tiles(acc, m_i, l_i, q, K, V, stride_kt, stride_vt, lo, hi, pos, S, wi
 
 @triton.jit
 def _attn_kernel(Q, K, V, Sinks, Out, SinkP, Mbuf, Lbuf, Abuf,
-                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-                 T, S, offset, window, chunk, base, scale_log2,
+                 stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                 stride_ob, stride_ot, stride_oh, B, T, S, offset, window, chunk, base, scale_log2,
                  G: tl.constexpr, HQ: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr):
     pid_m = tl.program_id(0)
-    kvh = tl.program_id(1)
+    b = tl.program_id(1) // (HQ // G)  # batch entry
+    kvh = tl.program_id(1) % (HQ // G)
     sid = tl.program_id(2)
+    Q += b.to(tl.int64) * stride_qb
+    K += b.to(tl.int64) * stride_kb
+    V += b.to(tl.int64) * stride_vb
+    Out += b.to(tl.int64) * stride_ob
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # packed (query position, head in group)
     t = rows // G
     h = kvh * G + rows % G
@@ -130,8 +139,8 @@ def _attn_kernel(Q, K, V, Sinks, Out, SinkP, Mbuf, Lbuf, Abuf,
     acc, m_i, l_i = _attn_tiles(acc, m_i, l_i, q, Kh, Vh, stride_kt, stride_vt, f_hi, hi, pos, S, window,
                                 scale_log2, d, d_ok, True, BLOCK_N, UPCAST)
 
-    if SPLIT:  # partial results, merged in torch: buffers [splits, T, HQ(, D)]
-        part = (sid * T + t) * HQ + h
+    if SPLIT:  # partial results, merged in torch: buffers [splits, B, T, HQ(, D)]
+        part = ((sid * B + b) * T + t) * HQ + h
         tl.store(Mbuf + part, m_i, mask=row_ok)
         tl.store(Lbuf + part, l_i, mask=row_ok)
         tl.store(Abuf + part[:, None] * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None] & d_ok[None, :])
@@ -139,7 +148,7 @@ def _attn_kernel(Q, K, V, Sinks, Out, SinkP, Mbuf, Lbuf, Abuf,
         out = acc / l_i[:, None]
         tl.store(Out + t[:, None] * stride_ot + h[:, None] * stride_oh + d[None, :], out.to(Out.dtype.element_ty),
                  mask=row_ok[:, None] & d_ok[None, :])
-        tl.store(SinkP + h * T + t, tl.exp2(sink - m_i) / l_i, mask=row_ok)
+        tl.store(SinkP + (b * HQ + h) * T + t, tl.exp2(sink - m_i) / l_i, mask=row_ok)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, scale: float | None = None,
@@ -148,67 +157,67 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
               num_warps: int | None = None, num_stages: int | None = None):
     """Triton attention with sinks; see the module docstring. Tile sizes are parameters (tests use small ones).
 
-    q [T, Hq, D], k/v [S, Hkv, D] (last dim contiguous), sinks [Hq]; scale defaults to 1/sqrt(D);
-    ``offset``: absolute position of q[0] (the number of cached keys before it). ``num_splits``: split the
-    key range over this many programs per row tile (None: chosen from the device's size).
-    Returns out [T, Hq, D] in q.dtype, and sink_prob [Hq, T] fp32 when ``return_sink_prob``.
+    q [T, Hq, D], k/v [S, Hkv, D] (last dim contiguous; a leading batch dim B on all three also works),
+    sinks [Hq]; scale defaults to 1/sqrt(D); ``offset``: position of q[0] relative to k[0] (the number of
+    keys before it). ``num_splits``: split the key range over this many programs per row tile (None:
+    chosen from the device's size). Returns out like q, and sink_prob [Hq, T] (or [B, Hq, T]) fp32 when
+    ``return_sink_prob``.
     """
     check(_attn_kernel, q, k, v, sinks)
-    T, Hq, D = q.shape
-    S, Hkv, Dk = k.shape
-    if v.shape != k.shape or Dk != D or Hq % Hkv or sinks.shape != (Hq,):
+    batched = q.dim() == 4
+    if not batched:
+        q, k, v = q[None], k[None], v[None]
+    B, T, Hq, D = q.shape
+    _, S, Hkv, Dk = k.shape
+    if v.shape != k.shape or k.shape[0] != B or Dk != D or Hq % Hkv or sinks.shape != (Hq,):
         raise ValueError(f"attention shapes do not fit: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, "
-                         f"sinks {list(sinks.shape)} (want q [T,Hq,D], k/v [S,Hkv,D], Hq % Hkv == 0, sinks [Hq])")
+                         f"sinks {list(sinks.shape)} (want q [(B,) T,Hq,D], k/v [(B,) S,Hkv,D], Hq % Hkv == 0, "
+                         "sinks [Hq])")
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     sinks = sinks.contiguous()
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     win = int(window) if window else NO_WINDOW
-    out = torch.empty_like(q)
-    sink_prob = torch.empty((Hq, T), dtype=torch.float32, device=q.device)
-    if T == 0:
-        return (out, sink_prob) if return_sink_prob else out
-    rows = T * G
-    block_m = block_m or max(16, min(128 if q.device.type == "cuda" else 64, next_pow2(rows)))
-    block_n = block_n or 64
-    m_tiles = triton.cdiv(rows, block_m)
-    # keys anyone can see: [k_lo, k_hi)
-    k_lo = max(0, offset - win + 1)
-    k_hi = min(S, offset + T)
-    base = (k_lo // block_n) * block_n
-    span_tiles = max(1, triton.cdiv(k_hi - base, block_n))
-    if num_splits is None:
-        programs = m_tiles * Hkv
-        num_splits = 1
-        if programs < num_sms(q.device) and span_tiles >= 8:
-            num_splits = min(span_tiles // 4, triton.cdiv(2 * num_sms(q.device), programs))
-    num_splits = max(1, min(int(num_splits), span_tiles))
-    chunk = triton.cdiv(span_tiles, num_splits) * block_n
-    num_splits = triton.cdiv(span_tiles * block_n, chunk)
-    split = num_splits > 1
-    if split:
-        mbuf = torch.empty((num_splits, T, Hq), dtype=torch.float32, device=q.device)
-        lbuf = torch.empty_like(mbuf)
-        abuf = torch.empty((num_splits, T, Hq, D), dtype=torch.float32, device=q.device)
-    else:
-        chunk, mbuf, lbuf, abuf = NO_WINDOW, sink_prob, sink_prob, sink_prob
-    opts = {}
-    if num_warps:
-        opts["num_warps"] = num_warps
-    if num_stages:
-        opts["num_stages"] = num_stages
-    _attn_kernel[(m_tiles, Hkv, num_splits)](
-        q, k, v, sinks, out, sink_prob, mbuf, lbuf, abuf,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        T, S, offset, win, chunk, base, scale * LOG2E,
-        G=G, HQ=Hq, HEAD_DIM=D, BLOCK_D=next_pow2(D), BLOCK_M=block_m, BLOCK_N=block_n,
-        SPLIT=split, UPCAST=upcast_dots(q), **opts)
-    if split:  # merge the splits' (max, sum, acc) and add the sink once
-        sink2 = (sinks.float() * LOG2E)[None, :]  # [1, Hq]
-        m = torch.maximum(mbuf.amax(0), sink2)  # [T, Hq]
-        w = torch.exp2(mbuf - m)  # [splits, T, Hq]
-        p_sink = torch.exp2(sink2 - m)
-        denom = (lbuf * w).sum(0) + p_sink
-        out = ((abuf * w[..., None]).sum(0) / denom[..., None]).to(q.dtype)
-        sink_prob = (p_sink / denom).t().contiguous()
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    sink_prob = torch.empty((B, Hq, T), dtype=torch.float32, device=q.device)
+    if T > 0 and B > 0:
+        rows = T * G
+        block_m = block_m or max(16, min(128 if q.device.type == "cuda" else 64, next_pow2(rows)))
+        block_n = block_n or 64
+        m_tiles = triton.cdiv(rows, block_m)
+        k_lo = max(0, offset - win + 1)  # keys anyone can see: [k_lo, k_hi)
+        k_hi = min(S, offset + T)
+        base = (k_lo // block_n) * block_n
+        span_tiles = max(1, triton.cdiv(k_hi - base, block_n))
+        if num_splits is None:
+            programs = m_tiles * Hkv * B
+            num_splits = 1
+            if programs < num_sms(q.device) and span_tiles >= 8:
+                num_splits = min(span_tiles // 4, triton.cdiv(2 * num_sms(q.device), programs))
+        num_splits = max(1, min(int(num_splits), span_tiles))
+        chunk = triton.cdiv(span_tiles, num_splits) * block_n
+        num_splits = triton.cdiv(span_tiles * block_n, chunk)
+        split = num_splits > 1
+        if split:
+            mbuf = torch.empty((num_splits, B, T, Hq), dtype=torch.float32, device=q.device)
+            lbuf = torch.empty_like(mbuf)
+            abuf = torch.empty((num_splits, B, T, Hq, D), dtype=torch.float32, device=q.device)
+        else:
+            chunk, mbuf, lbuf, abuf = NO_WINDOW, sink_prob, sink_prob, sink_prob
+        opts = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v}
+        _attn_kernel[(m_tiles, B * Hkv, num_splits)](
+            q, k, v, sinks, out, sink_prob, mbuf, lbuf, abuf, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+            *out.stride()[:3], B, T, S, offset, win, chunk, base, scale * LOG2E,
+            G=G, HQ=Hq, HEAD_DIM=D, BLOCK_D=next_pow2(D), BLOCK_M=block_m, BLOCK_N=block_n,
+            SPLIT=split, UPCAST=upcast_dots(q), **opts)
+        if split:  # merge the splits' (max, sum, acc) and add the sink once
+            sink2 = (sinks.float() * LOG2E)[None, None, :]  # [1, 1, Hq]
+            m = torch.maximum(mbuf.amax(0), sink2)  # [B, T, Hq]
+            w = torch.exp2(mbuf - m)  # [splits, B, T, Hq]
+            p_sink = torch.exp2(sink2 - m)
+            denom = (lbuf * w).sum(0) + p_sink
+            out = ((abuf * w[..., None]).sum(0) / denom[..., None]).to(q.dtype)
+            sink_prob = (p_sink / denom).transpose(1, 2).contiguous()
+    if not batched:
+        out, sink_prob = out[0], sink_prob[0]
     return (out, sink_prob) if return_sink_prob else out

@@ -61,8 +61,11 @@ def _router_kernel(L, Idx, Wt, T, E, stride_l,
     tl.store(Wt + out, w.to(Wt.dtype.element_ty), mask=ok)
 
 
-def router(logits: torch.Tensor, k: int, *, block_t: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused top-k + softmax. logits [T, E] (any float dtype) -> (idx [T, k] int64, weights [T, k] logits.dtype)."""
+def router(logits: torch.Tensor, k: int, *, weights_dtype: torch.dtype | None = None,
+           block_t: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused top-k + softmax. logits [T, E] (any float dtype) -> (idx [T, k] int64, weights [T, k]).
+
+    The softmax is computed in fp32 and stored as ``weights_dtype`` (default logits.dtype)."""
     check(_router_kernel, logits)
     if logits.dim() != 2:
         raise ValueError(f"router logits must be [T, E], got shape {list(logits.shape)}")
@@ -72,7 +75,7 @@ def router(logits: torch.Tensor, k: int, *, block_t: int | None = None) -> tuple
     if logits.stride(-1) != 1:
         logits = logits.contiguous()
     idx = torch.empty((T, k), dtype=torch.int64, device=logits.device)
-    weights = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
+    weights = torch.empty((T, k), dtype=weights_dtype or logits.dtype, device=logits.device)
     if T == 0:
         return idx, weights
     block_e = next_pow2(E)

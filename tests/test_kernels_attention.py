@@ -87,6 +87,18 @@ def test_kernel_bf16_gqa_strided_q():
     torch.testing.assert_close(out.float(), want.float(), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("splits", [1, 2])
+def test_kernel_batch(splits):
+    q, k, v, sinks = make(3 * 2, 20 * 2, 4, 2, 16, seed=5)
+    q, k, v = q.view(2, 3, 4, 16), k.view(2, 20, 2, 16), v.view(2, 20, 2, 16)
+    out, sp = K.attention(q, k, v, sinks, None, 6, 17, return_sink_prob=True, block_m=16, block_n=16,
+                          num_splits=splits)
+    want, want_sp = K.attention_torch(q, k, v, sinks, None, 6, 17, return_sink_prob=True)
+    assert out.shape == (2, 3, 4, 16) and sp.shape == (2, 4, 3)
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(sp, want_sp, atol=2e-6, rtol=1e-4)
+
+
 def test_queries_without_visible_keys_give_zero_and_all_sink():
     q, k, v, sinks = make(3, 10, 2, 1, 16)
     out, sp = K.attention(q, k, v, sinks, None, 2, 20, return_sink_prob=True, block_m=16, block_n=16)  # keys < 19
