@@ -122,6 +122,9 @@ def run(args) -> int:
         conv.user(text)
         result = chat(backend, conv, tools, max_turns=args.max_turns, on_event=printer,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        if printer.current is not None:
+            printer.write("\n")
+            printer.current = None
         if result.stop_reason not in ("return", "final"):
             printer.write(f"[stopped: {result.stop_reason}]\n", "error")
         conv = result.conversation
