@@ -274,7 +274,7 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
         h = F.linear(xs[rows], experts.weight("mlp1_weight", e, cdt), experts.mlp1_bias[e].to(cdt))
         act = swiglu(h, limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
         y = F.linear(act, experts.weight("mlp2_weight", e, cdt), experts.mlp2_bias[e].to(cdt))
-        out.index_add_(0, token[rows], y * ws[rows])
+        out.index_put_((token[rows],), y * ws[rows], accumulate=True)  # (index_add_ is slow on CPU)
     return out.to(x.dtype)
 
 
@@ -387,7 +387,7 @@ class HookRun:
         self.hooks: list[tuple[str, list[HookFn]]] = []
         for key, fns in (hooks or {}).items():
             name_filter([key], valid)  # validates the name or pattern
-            fns = [fns] if callable(fns) else list(fns)
+            fns = [fns] if callable(fns) else list(fns) if isinstance(fns, (list, tuple)) else [fns]
             if not all(callable(f) for f in fns):
                 raise TypeError(f"hook for {key!r} must be a callable fn(tensor, name) or a list of them")
             self.hooks.append((key, fns))
