@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.backends import LocalBackend
-from workbench.chat import chat
+from workbench.toolloop import chat
 from workbench.harmony import Conversation, encoding
 from workbench.harmony import tokens as T
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from workbench.backends.openai_compat import OpenAIBackend
-from workbench.chat import chat
+from workbench.toolloop import chat
 from workbench.harmony import Conversation
 
 

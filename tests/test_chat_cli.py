@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from workbench.backends import ScriptedBackend
-from workbench.chat import chat
+from workbench.toolloop import chat
 from workbench.cli import main
 from workbench.cli.chat import COLORS, Printer, safe
 from workbench.harmony import Conversation

@@ -10,7 +10,7 @@ import pytest
 from openai_harmony import Author, Conversation as HConversation, Message, Role
 
 from workbench.backends import ScriptedBackend
-from workbench.chat import chat
+from workbench.toolloop import chat
 from workbench.harmony import Conversation, TokenEvent, encoding
 from workbench.harmony import tokens as T
 from workbench.tools import BrowserTool, LocalSearch, PythonTool, ToolStep, ToolTrace

@@ -12,7 +12,7 @@ MODULES = [
     "workbench.harmony.stream", "workbench.harmony.transcript", "workbench.harmony.constrain",
     "workbench.harmony.tokens", "workbench.tools.search", "workbench.tools.browser", "workbench.tools.functions",
     "workbench.tools.python", "workbench.tools.sandbox", "workbench.tools.trace", "workbench.backends.scripted",
-    "workbench.chat",
+    "workbench.toolloop",
 ]
 
 

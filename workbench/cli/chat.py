@@ -86,7 +86,7 @@ class Printer:
 
 def run(args) -> int:
     from ..backends import LocalBackend, OpenAIBackend
-    from ..chat import chat
+    from ..toolloop import chat
     from ..harmony import Conversation
     from ..tools import BrowserTool, LocalSearch, PythonTool
 
