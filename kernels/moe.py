@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check, dot, next_pow2, tl, triton, upcast_dots
+from ._common import check, dot, interpreting, next_pow2, tl, triton, upcast_dots
 
 from workbench.mxfp4 import BLOCK, BYTES_PER_BLOCK, dequantize  # the MXFP4 layout facts, nothing else
 
@@ -299,7 +299,11 @@ def moe(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2
     unknown = set(tiles) - set(DECODE_TILES)
     if unknown:
         raise TypeError(f"moe: unknown tile options {sorted(unknown)}")
-    cfg = {**(GROUPED_TILES if grouped else DECODE_TILES), **{k: v for k, v in tiles.items() if v is not None}}
+    cfg = dict(GROUPED_TILES if grouped else DECODE_TILES)
+    if interpreting():  # the interpreter's cost is per operation, not per element: few, large programs
+        cfg.update(block_n=min(64, next_pow2(I)), block_n2=min(64, next_pow2(H)),
+                   block_k=min(256, max(32, next_pow2(H))), block_k2=min(256, max(32, next_pow2(I))))
+    cfg.update({k: v for k, v in tiles.items() if v is not None})
     for name in ("block_k", "block_k2"):
         if cfg[name] < 32 or cfg[name] & (cfg[name] - 1):
             raise ValueError(f"moe: {name}={cfg[name]} must be a power of two >= 32")
