@@ -78,9 +78,14 @@ def _at(t: Tensor, axis: int, index) -> tuple:
 
 # ---- routing ------------------------------------------------------------------------------------
 
-def _reroute(choose: Callable[[Tensor, int], Tensor], layers: Layers, positions: Positions) -> Hooks:
-    """Observe each layer's router logits, then replace its expert_idx at ``positions`` with
-    ``choose(logits [..., n, E], k) -> picks [..., n, k]``."""
+def _reroute(rule: Callable[[Tensor, Tensor, int], None], layers: Layers, positions: Positions) -> Hooks:
+    """Observe each layer's router logits, then replace its expert_idx at ``positions``.
+
+    ``rule(scores [..., n, E], logits, k)`` edits scores in place (+inf = must pick, -inf = must not);
+    the new picks are the top-k of the scores. Routing interventions on the same layer compose: each
+    one's rule is recorded on that forward's router-logits tensor, and every later one re-applies all
+    rules so far, so ``combine(ban_experts(0), ban_experts(1))`` bans both.
+    """
     seen: dict[str, Tensor] = {}
 
     def observe(logits: Tensor, name: str):
@@ -88,10 +93,28 @@ def _reroute(choose: Callable[[Tensor, int], Tensor], layers: Layers, positions:
         return None
 
     def replace(idx: Tensor, name: str) -> Tensor:
-        logits = seen.pop(_layer_key(name)).float()
-        sel = _at(idx, -2, _index(positions, idx.shape[-2]))
+        logits = seen[_layer_key(name)]
+        rules = getattr(logits, "_workbench_routing_rules", None)
+        if rules is None:
+            rules = []
+            logits._workbench_routing_rules = rules  # lives exactly as long as this forward's logits
+        rules.append((rule, positions))
+        lg = logits.float()
+        k = idx.shape[-1]
+        scores = lg.clone()
+        touched = torch.zeros(idx.shape[:-1], dtype=torch.bool, device=idx.device)
+        for r, pos in rules:
+            sel = _at(idx, -2, _index(pos, idx.shape[-2]))[:-1]
+            sub = scores[sel]
+            r(sub, lg[sel], k)
+            scores[sel] = sub
+            touched[sel] = True
+        if torch.isneginf(scores[touched]).sum(-1).max() > lg.shape[-1] - k:
+            raise ValueError(f"{name}: the routing interventions leave fewer than k={k} experts allowed")
+        if torch.isposinf(scores[touched]).sum(-1).max() > k:
+            raise ValueError(f"{name}: the routing interventions force more than k={k} experts")
         new = idx.clone()
-        new[sel] = choose(logits[sel], idx.shape[-1])
+        new[touched] = _top_k_by_logit(scores[touched], lg[touched], k)
         return new
 
     return combine({n: observe for n in _names("moe.router_logits", layers)},
@@ -109,30 +132,26 @@ def force_experts(experts: int | Sequence[int], *, layers: Layers = None, positi
     highest router logits among the others. Picks are ordered by router logit; weights re-derived."""
     forced = [experts] if isinstance(experts, int) else [int(e) for e in experts]
 
-    def choose(logits: Tensor, k: int) -> Tensor:
-        if len(forced) > k:
-            raise ValueError(f"cannot force {len(forced)} experts into top-{k} routing")
+    def rule(scores: Tensor, logits: Tensor, k: int) -> None:
+        if len(set(forced)) > k:
+            raise ValueError(f"cannot force {len(set(forced))} experts into top-{k} routing")
         _check_ids(forced, logits.shape[-1])
-        scores = logits.clone()
         scores[..., forced] = float("inf")
-        return _top_k_by_logit(scores, logits, k)
 
-    return _reroute(choose, layers, positions)
+    return _reroute(rule, layers, positions)
 
 
 def ban_experts(experts: int | Sequence[int], *, layers: Layers = None, positions: Positions = None) -> Hooks:
     """Forbid ``experts`` for the selected tokens: picks become the top-k of the other router logits."""
     banned = [experts] if isinstance(experts, int) else [int(e) for e in experts]
 
-    def choose(logits: Tensor, k: int) -> Tensor:
+    def rule(scores: Tensor, logits: Tensor, k: int) -> None:
         _check_ids(banned, logits.shape[-1])
         if logits.shape[-1] - len(set(banned)) < k:
             raise ValueError(f"banning {len(set(banned))} of {logits.shape[-1]} experts leaves fewer than k={k}")
-        scores = logits.clone()
         scores[..., banned] = float("-inf")
-        return _top_k_by_logit(scores, logits, k)
 
-    return _reroute(choose, layers, positions)
+    return _reroute(rule, layers, positions)
 
 
 def _check_ids(ids: list[int], n: int) -> None:
