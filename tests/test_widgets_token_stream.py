@@ -166,11 +166,23 @@ def test_thousands_of_tokens_go_in_few_binary_batches():
     assert len(front.tokens) == len(tokens)
     for content, buffers in front.messages:
         assert isinstance(buffers[0], bytes) and len(buffers) == 1
-        assert set(content) == {"type", "start", "strings", "errors"}  # no per-token JSON
+        assert set(content) == {"type", "start", "end", "reply", "strings", "errors"}  # no per-token JSON
     # with interval=0 every settled token is sent at once (slow models stay live)
     view, front = live_view(batch_size=512, interval=0)
     view.extend(tokens[:50])
     assert len(front.tokens) == 50 - 0 and len(front.messages) >= 45
+
+
+def test_snapshots_for_late_views_grow_geometrically():
+    tokens = E("<|channel|>analysis<|message|>") + E(" lorem ipsum" * 5000)[:10_000]
+    view, front = live_view(batch_size=100, interval=1e9, snapshot_every=1000)
+    sizes = []
+    view.observe(lambda ch: sizes.append(struct.unpack_from("<I", ch["new"])[0]), "data")
+    view.extend(tokens)
+    assert sizes[:4] == [1000, 2000, 4000, 8000]  # each when the unsnapshotted part reaches the last size
+    assert strip(decode_batch(view.data, view.strings)) == strip(front.tokens[:8000]) and not view.finished
+    view.finish()
+    assert sizes[-1] == len(tokens) and view.finished
 
 
 def test_a_late_view_catches_up():

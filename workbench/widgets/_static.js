@@ -43,7 +43,7 @@ async function mount(root) {
   const mod = await import(url);
   URL.revokeObjectURL(url);
   const widget = mod.default || mod;
-  const model = new StaticModel(decodeState(spec.state));
+  const model = new StaticModel({ ...decodeState(spec.state), _static: true }); // widgets hide kernel-only controls
   const el = document.createElement("div");
   root.querySelector(".wb-fallback")?.remove();
   root.appendChild(el);

@@ -204,25 +204,49 @@ function render({ model, el }) {
     if (s && s._wb !== undefined) pin(s._wb);
   });
 
-  // Full state (at start, and when Python stores it at the end): add what is not here yet.
+  const same = (a, b) => a.id === b.id && a.text === b.text && a.kind === b.kind && a.message === b.message &&
+    a.role === b.role && a.channel === b.channel && a.recipient === b.recipient && a.error === b.error;
+  // Synced state (at start, on snapshots and at the end): keep what agrees, replace the rest.
   function merge() {
     strings = model.get("strings") || [""];
     const all = decode(model.get("data"), strings, 0);
-    for (let i = toks.length; i < all.length; i++) toks.push(all[i]);
+    let i = 0;
+    while (i < toks.length && i < all.length && same(toks[i], all[i])) i++;
+    if (i < toks.length && i < all.length) truncate(i);
+    for (let j = toks.length; j < all.length; j++) toks.push(all[j]);
     showErrors(model.get("errors"));
+    drain();
     schedule();
   }
   // A live batch: replace everything from its start on.
-  function onMessage(msg, buffers) {
-    if (!msg || msg.type !== "append") return;
-    if (msg.start > toks.length) { model.send({ type: "hello", have: toks.length }); return; }
+  function apply(msg, buffers) {
     live = true;
     strings = msg.strings || strings;
     truncate(msg.start);
-    const fresh = decode(buffers && buffers[0], strings, msg.start);
-    for (const t of fresh) toks.push(t);
+    for (const t of decode(buffers && buffers[0], strings, msg.start)) toks.push(t);
     showErrors(msg.errors);
     schedule();
+  }
+  // Batches that came after a gap (this view started late) wait for a snapshot or a reply.
+  let pending = [], asked = false, batches = 0;
+  function drain() {
+    while (pending.length && pending[0][0].start <= toks.length) {
+      const [msg, buffers] = pending.shift();
+      if (msg.end > toks.length) apply(msg, buffers);
+    }
+    if (!pending.length) asked = false;
+  }
+  function onMessage(msg, buffers) {
+    if (!msg || msg.type !== "append") return;
+    el.dataset.batches = String(++batches);
+    if (msg.reply && msg.end <= toks.length) return;
+    if (msg.start > toks.length) {
+      pending.push([msg, buffers]);
+      if (!asked) { asked = true; model.send({ type: "hello", have: toks.length }); }
+      return;
+    }
+    apply(msg, buffers);
+    drain();
   }
   const onFinished = () => updateCounter();
   merge();
@@ -231,7 +255,6 @@ function render({ model, el }) {
   model.on("change:highlight", showHighlight);
   model.on("change:finished", onFinished);
   model.on("msg:custom", onMessage);
-  if (!model.get("finished")) model.send({ type: "hello", have: toks.length });
   return () => {
     model.off("change:data", merge);
     model.off("change:show_special", setSpecial);

@@ -18,6 +18,12 @@ units into the text); uint32 role[n], channel[n], recipient[n], error[n] (indexe
 Events a parser may still change (header tokens before ``<|message|>``: their role and channel are
 only known then) are held back until they settle. A batch carries the position it starts at; the
 browser drops anything it has from there on before appending, so a re-sent token replaces the old.
+
+A view that starts after the first batches went out (the browser renders it while the kernel is
+already streaming, and a busy kernel cannot answer requests) catches up from the synced ``data``
+trait, which holds everything sent so far whenever the unsnapshotted part reaches the size of the
+last snapshot (at least ``snapshot_every`` tokens): the snapshots add at most about twice the
+stream's bytes, and a late view waits at most until the stream has doubled.
 """
 
 from __future__ import annotations
@@ -98,10 +104,10 @@ class TokenStreamView(WorkbenchWidget):
     title = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, source=None, *, role: str | None = "assistant", logprobs: Sequence[float] | None = None,
-                 show_special: bool = True, batch_size: int = 512, interval: float = 0.1, title: str = "",
-                 channels="auto", recipients=None, **kwargs):
+                 show_special: bool = True, batch_size: int = 512, interval: float = 0.1, snapshot_every: int = 1024,
+                 title: str = "", channels="auto", recipients=None, **kwargs):
         super().__init__(show_special=show_special, title=title, **kwargs)
-        self.batch_size, self.interval = batch_size, interval
+        self.batch_size, self.interval, self.snapshot_every = batch_size, interval, snapshot_every
         self._table = _Strings()
         self._decoder: StreamDecoder | None = None
         if source is None:
@@ -117,13 +123,13 @@ class TokenStreamView(WorkbenchWidget):
         if len(given) > len(self._events):
             raise ValueError(f"{len(given)} logprobs for {len(self._events)} tokens")
         self._logprobs = given + [math.nan] * (len(self._events) - len(given))
-        self._sent = self._stable = 0
+        self._sent = self._stable = self._snapped = 0
         self._watch: tuple[int, str] | None = None  # (index, text) of the last content token sent
         self._last_flush = time.monotonic()
         self.on_msg(self._on_frontend_msg)
         if self._decoder is None:
             self._stable = len(self._events)
-            self._snapshot()
+            self._snapshot(final=True)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -184,13 +190,13 @@ class TokenStreamView(WorkbenchWidget):
             if i < start and self._events[i].text != text:
                 start = i  # a message ended inside a UTF-8 character: its last token got the tail
         if end > start:
-            buf = encode_events(self._events[start:end], self._logprobs[start:end], self._table)
-            self.send({"type": "append", "start": start, "strings": self._table.items,
-                       "errors": self._error_rows()}, [buf])
+            self._send_batch(start, end)
             last = next((j for j in range(end - 1, start - 1, -1) if self._events[j].kind == "content"), None)
             if last is not None:
                 self._watch = (last, self._events[last].text)
             self._sent = end
+            if self._sent - self._snapped >= max(self._snapped, self.snapshot_every):
+                self._snapshot(final=False)
         self._last_flush = time.monotonic()
 
     def finish(self):
@@ -199,7 +205,7 @@ class TokenStreamView(WorkbenchWidget):
             self._decoder.finish()
             self._stable = len(self._events)
             self.flush()
-            self._snapshot()
+            self._snapshot(final=True)
         return self.transcript
 
     # -- internals -----------------------------------------------------------------------------
@@ -207,21 +213,27 @@ class TokenStreamView(WorkbenchWidget):
     def _error_rows(self) -> list:
         return [[e.position, e.code, e.detail] for e in self._errors]
 
-    def _snapshot(self) -> None:
-        data = encode_events(self._events, self._logprobs, self._table)
+    def _send_batch(self, start: int, end: int, reply: bool = False) -> None:
+        buf = encode_events(self._events[start:end], self._logprobs[start:end], self._table)
+        self.send({"type": "append", "start": start, "end": end, "reply": reply, "strings": self._table.items,
+                   "errors": self._error_rows()}, [buf])
+
+    def _snapshot(self, final: bool) -> None:
+        """Store everything sent so far in the synced state (what a view that starts late reads)."""
+        n = len(self._events) if final else self._sent
+        data = encode_events(self._events[:n], self._logprobs[:n], self._table)
         with self.hold_sync():
             self.data, self.strings, self.errors = data, list(self._table.items), self._error_rows()
-            self.finished = True
-        self._sent = len(self._events)
+            self.finished = final
+        self._sent = max(self._sent, n)
+        self._snapped = n
 
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:
-        # A view that rendered from older state asks for what it lacks.
+        # A view that missed batches asks for what it lacks (answered once the kernel is free).
         if isinstance(content, dict) and content.get("type") == "hello":
             have = int(content.get("have", 0))
             if 0 <= have < self._sent:
-                buf = encode_events(self._events[have:self._sent], self._logprobs[have:self._sent], self._table)
-                self.send({"type": "append", "start": have, "strings": self._table.items,
-                           "errors": self._error_rows()}, [buf])
+                self._send_batch(have, self._sent, reply=True)
 
     def fallback_text(self) -> str:
         return "".join(e.text for e in self._events)

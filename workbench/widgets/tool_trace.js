@@ -53,7 +53,7 @@ function render({ model, el }) {
         const where = `tokens ${s.token_span[0]}–${s.token_span[1]} of generation ${s.generation ?? 0}` +
           (s.channel ? ` · channel ${s.channel}` : "") + (s.content_type ? ` · ${s.content_type}` : "");
         const line = h("div", "wb-label", where);
-        if (s.linked) {
+        if (s.linked && !model.get("_static")) {
           const btn = h("button", "wb-show", "show in token stream");
           btn.addEventListener("click", () => { model.set("selected", i); model.save_changes(); });
           line.append(" ", btn);
