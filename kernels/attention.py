@@ -204,7 +204,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
             abuf = torch.empty((num_splits, B, T, Hq, D), dtype=torch.float32, device=q.device)
         else:
             chunk, mbuf, lbuf, abuf = NO_WINDOW, sink_prob, sink_prob, sink_prob
-        opts = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v}
+        opts = {"num_warps": num_warps or (8 if block_m >= 128 else 4)}  # 4 warps at 128 rows spill (ptxas)
+        if num_stages:
+            opts["num_stages"] = num_stages
         _attn_kernel[(m_tiles, B * Hkv, num_splits)](
             q, k, v, sinks, out, sink_prob, mbuf, lbuf, abuf, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
             *out.stride()[:3], B, T, S, offset, win, chunk, base, scale * LOG2E,
