@@ -25,12 +25,8 @@ def test_tiny_model_triton_matches_torch(tiny_dir, interpret_env):
     cache_r, cache_t = ref.new_cache(), tri.new_cache()
     for chunk in (tokens[:17], tokens[17:18], tokens[18:19]):
         torch.testing.assert_close(tri(chunk, cache=cache_t), ref(chunk, cache=cache_r), atol=2e-3, rtol=1e-3)
-
-
-def test_trace_of_attention_internals_still_works(tiny_dir, interpret_env):
-    tri = load_model(tiny_dir, dtype=torch.float32, backend=kb.TritonBackend(fallback=TorchBackend()))
-    tokens = torch.arange(5, 14)
-    logits, trace = tri.run_with_trace(tokens, names=["blocks.0.attn.probs", "blocks.0.attn.sink_prob"])
+    # a trace that asks for attention internals still gets them (from the reference attention)
+    _, trace = tri.run_with_trace(tokens[:6], names=["blocks.0.attn.probs", "blocks.0.attn.sink_prob"])
     total = trace["blocks.0.attn.probs"].sum(-1) + trace["blocks.0.attn.sink_prob"]
     torch.testing.assert_close(total, torch.ones_like(total))
 
