@@ -29,6 +29,7 @@ class FakeServer:
         self.delay, self.answer, self.model, self.chunks = delay, answer or _default_answer, model, chunks
         self.failures = list(failures)
         self.requests = 0
+        self.bodies: list[dict] = []  # every request body, in arrival order
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -60,6 +61,7 @@ class FakeServer:
         body = h.read_json()
         with self._lock:
             self.requests += 1
+            self.bodies.append(body)
             failure = self.failures.pop(0) if self.failures else None
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)

@@ -84,14 +84,18 @@ def server(model: str, base_urls: str | Sequence[str], *, api_key: str | None = 
     return Target(name or model, backends)
 
 
-def local(model, *, name: str | None = None, **options) -> Target:
-    """The workbench's own model in this process: a checkpoint path or a loaded model."""
-    from ._local import local_backend
+def local(model, *, name: str | None = None, constrained: bool = False, device: str = "cpu") -> Target:
+    """The workbench's own model in this process: a checkpoint path or a loaded model.
 
-    backend = local_backend(model, **options)
-    if name is None:
-        name = Path(str(model)).name if isinstance(model, (str, os.PathLike)) else getattr(backend, "model_name", "local")
-    return Target(name, [backend])
+    ``constrained`` keeps decoding inside the Harmony grammar (what makes the random tiny model write
+    well-formed messages); a trained model does not need it.
+    """
+    from workbench.backends import LocalBackend
+
+    if isinstance(model, (str, os.PathLike)):
+        name = name or Path(model).name
+    backend = LocalBackend(model, constrained=constrained, device=device)
+    return Target(name or "local", [backend])
 
 
 def as_target(model) -> Target:

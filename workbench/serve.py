@@ -453,8 +453,10 @@ def make_server(backend, model_name: str, *, host: str = "127.0.0.1", port: int 
 
 
 def serve(path, *, host: str = "127.0.0.1", port: int = 8000, name: str | None = None, device: str = "cpu",
-          max_model_len: int | None = None, **options) -> Server:
-    """Load the checkpoint at ``path`` and return a server for it (call ``serve_forever()`` or ``start()``)."""
+          max_model_len: int | None = None, constrained: bool = False, **options) -> Server:
+    """Load the checkpoint at ``path`` and return a server for it (call ``serve_forever()`` or ``start()``).
+
+    ``constrained`` keeps decoding inside the Harmony grammar (for the random built-in models)."""
     from pathlib import Path
 
     from .backends import LocalBackend
@@ -463,5 +465,5 @@ def serve(path, *, host: str = "127.0.0.1", port: int = 8000, name: str | None =
     model = load_model(path, device=device)
     cfg = model.config
     context = int(cfg.initial_context_length * cfg.rope_scaling_factor)
-    return make_server(LocalBackend(model), name or Path(path).name, host=host, port=port,
+    return make_server(LocalBackend(model, constrained=constrained), name or Path(path).name, host=host, port=port,
                        max_model_len=min(max_model_len or context, context), **options)
