@@ -443,8 +443,8 @@ def compile_check() -> dict:
     cases = {
         "mlp1_decode": (moe._mlp1_kernel, dict(H=H, I=H, GROUPED=False, BLOCK_M=1, BLOCK_N=d["block_n"],
                                                BLOCK_K=d["block_k"], UPCAST=False), d["num_warps"], 3, {"K": "i32"}),
-        "mlp2_decode": (moe._mlp2_token_kernel, dict(H=H, I=H, BLOCK_N=d["block_n2"], BLOCK_K=d["block_k2"]),
-                        d["num_warps"], 3, {"K": "i32"}),
+        "mlp2_decode": (moe._mlp2_token_kernel, dict(K=4, H=H, I=H, BLOCK_N=d["block_n2"], BLOCK_K=d["block_k2"]),
+                        d["num_warps"], 3, {}),
         "mlp1_grouped": (moe._mlp1_kernel, dict(H=H, I=H, GROUPED=True, BLOCK_M=64, BLOCK_N=g["block_n"],
                                                 BLOCK_K=g["block_k"], UPCAST=False), g["num_warps"], g["num_stages"],
                          {"K": "i32"}),

@@ -22,7 +22,8 @@ columns, so nothing is interleaved. A scale byte of 0 (2**-127) is read as 1 (2*
 Two schedules:
 - decode (few tokens; the default when T*k <= 32): one program per (token, slot) and column block runs a
   matrix-vector product on the CUDA cores; no sorting or host work; every picked expert's weights are
-  read once per pick; the second kernel sums a token's k experts in registers and writes y directly.
+  read once per pick; the second kernel sums a token's k experts in registers (loading the k experts'
+  tiles together, so k loads are in flight) and writes y directly.
 - grouped (prefill): (token, slot) pairs are sorted by expert (argsort, bincount, a tile table built
   on the device: no host sync, so CUDA graphs can capture it); each program takes a tile of up to
   BLOCK_M rows of one expert and a column block, gathers the rows of x and runs tl.dot; the weighted
@@ -99,8 +100,10 @@ def _x_halves(Rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, RO
 @triton.jit
 def _mac(acc, xe, xo, Wb, Ws, rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
          BLOCK_K: tl.constexpr, ROW_BYTES: tl.constexpr, UPCAST: tl.constexpr):
-    """acc [M, N] + x . W[rows]^T over byte columns [c0, c0 + BLOCK_K/2) of the MXFP4 matrix (Wb bytes,
-    Ws scales, ROW_BYTES bytes a row), with x given as halves from ``_x_halves``. Masked places give 0."""
+    """acc + x . W[rows]^T over byte columns [c0, c0 + BLOCK_K/2) of the MXFP4 matrix (Wb bytes, Ws scales,
+    ROW_BYTES bytes a row), with x given as halves from ``_x_halves``. Masked places give 0.
+    acc is ``_acc_init``'s: [M, N] for the tensor-core path; for the matrix-vector path (BLOCK_M == 1)
+    [N, G, 16] partial products, reduced once at the end by ``_acc_done`` (no shuffles in the loop)."""
     if BLOCK_M == 1:  # matrix-vector on the CUDA cores: tiles [N, G, 16], one scale load per 16 bytes
         g = c0 // 16 + tl.arange(0, BLOCK_K // 32)
         g_ok = g < ROW_BYTES // 16
@@ -109,7 +112,7 @@ def _mac(acc, xe, xo, Wb, Ws, rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_N: 
                     other=0).to(tl.int32)
         s = tl.load(Ws + rows[:, None] * (ROW_BYTES // 16) + g[None, :], mask=row_ok[:, None] & g_ok[None, :], other=1)
         lo, hi = _decode(b, ((tl.maximum(s.to(tl.int32), 1) - 1) << 23)[:, :, None])
-        acc += tl.sum(tl.sum(xe.to(tl.float32) * lo + xo.to(tl.float32) * hi, axis=2), axis=1)[None, :]
+        acc += xe.to(tl.float32) * lo + xo.to(tl.float32) * hi
     else:  # tensor cores: tiles [N, BLOCK_K/2] (a scale gathered per byte; amortised over BLOCK_M rows)
         j = c0 + tl.arange(0, BLOCK_K // 2)
         m = row_ok[:, None] & (j < ROW_BYTES)[None, :]
@@ -118,6 +121,23 @@ def _mac(acc, xe, xo, Wb, Ws, rows, row_ok, c0, BLOCK_M: tl.constexpr, BLOCK_N: 
         lo, hi = _decode(b, (tl.maximum(s.to(tl.int32), 1) - 1) << 23)
         acc = dot(xe, tl.trans(lo.to(xe.dtype)), acc, UPCAST)
         acc = dot(xo, tl.trans(hi.to(xo.dtype)), acc, UPCAST)
+    return acc
+
+
+@triton.jit
+def _acc_init(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    if BLOCK_M == 1:
+        acc = tl.zeros((BLOCK_N, BLOCK_K // 32, 16), tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    return acc
+
+
+@triton.jit
+def _acc_done(acc, BLOCK_M: tl.constexpr):
+    """-> [M, N]"""
+    if BLOCK_M == 1:
+        acc = tl.sum(tl.sum(acc, axis=2), axis=1)[None, :]
     return acc
 
 
@@ -150,12 +170,14 @@ def _mlp1_kernel(X, Idx, Order, TileE, TileR0, TileR1, Wb, Ws, Bias, Act, stride
     e = e.to(tl.int64)
     W = Wb + e * (2 * I * (H // 2))
     S = Ws + e * (2 * I * (H // 32))
-    acc_g = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    acc_u = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    acc_g = _acc_init(BLOCK_M, BLOCK_N, BLOCK_K)
+    acc_u = _acc_init(BLOCK_M, BLOCK_N, BLOCK_K)
     for c0 in range(0, H // 2, BLOCK_K // 2):
         xe, xo = _x_halves(Xrows, row_ok, c0, BLOCK_M, BLOCK_K, H // 2)
         acc_g = _mac(acc_g, xe, xo, W, S, 2 * n, n_ok, c0, BLOCK_M, BLOCK_N, BLOCK_K, H // 2, UPCAST)
         acc_u = _mac(acc_u, xe, xo, W, S, 2 * n + 1, n_ok, c0, BLOCK_M, BLOCK_N, BLOCK_K, H // 2, UPCAST)
+    acc_g = _acc_done(acc_g, BLOCK_M)
+    acc_u = _acc_done(acc_u, BLOCK_M)
     b_g = tl.load(Bias + e * (2 * I) + 2 * n, mask=n_ok, other=0.0).to(tl.float32)
     b_u = tl.load(Bias + e * (2 * I) + 2 * n + 1, mask=n_ok, other=0.0).to(tl.float32)
     gate = tl.minimum(acc_g + b_g[None, :], limit)
@@ -196,27 +218,33 @@ def _mlp2_grouped_kernel(Act, Order, TileE, TileR0, TileR1, Wt, Wb, Ws, Bias, Yp
 
 
 @triton.jit
-def _mlp2_token_kernel(Act, Idx, Wt, Wb, Ws, Bias, Y, K,
-                       H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """y[t, n] = sum_s w[t,s] * (act[t*K+s] W2[e_ts]^T + b2[e_ts])[n]: a token's k experts summed in registers."""
+def _mlp2_token_kernel(Act, Idx, Wt, Wb, Ws, Bias, Y,
+                       K: tl.constexpr, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
+    """y[t, n] = sum_s w[t,s] * (act[t*K+s] W2[e_ts]^T + b2[e_ts])[n]: a token's k experts summed in registers.
+
+    Each step loads all K experts' tiles (K independent loads in flight), the gate weights folded into the
+    activations: sum_s w_s (a_s . W_s) = sum_s (w_s a_s) . W_s."""
     t = tl.program_id(0)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < H
     one = tl.zeros((1,), tl.int32)
-    out = tl.zeros((1, BLOCK_N), tl.float32)
-    for s in range(0, K):
-        pair = t * K + s + one  # [1]
-        e = tl.load(Idx + pair).to(tl.int64)  # [1]
-        W = Wb + e * (H * (I // 2))
-        S = Ws + e * (H * (I // 32))
-        Arow = Act + pair.to(tl.int64) * I
-        acc = tl.zeros((1, BLOCK_N), tl.float32)
-        for c0 in range(0, I // 2, BLOCK_K // 2):
-            ae, ao = _x_halves(Arow, one == 0, c0, 1, BLOCK_K, I // 2)
-            acc = _mac(acc, ae, ao, W, S, n, n_ok, c0, 1, BLOCK_N, BLOCK_K, I // 2, False)
+    acc = _acc_init(1, BLOCK_N, BLOCK_K)
+    for c0 in range(0, I // 2, BLOCK_K // 2):
+        for s in tl.static_range(K):
+            pair = t * K + s + one  # [1]
+            e = tl.load(Idx + pair).to(tl.int64)
+            wt = tl.load(Wt + pair).to(tl.float32)[:, None, None]
+            ae, ao = _x_halves(Act + pair.to(tl.int64) * I, one == 0, c0, 1, BLOCK_K, I // 2)
+            acc = _mac(acc, ae.to(tl.float32) * wt, ao.to(tl.float32) * wt, Wb + e * (H * (I // 2)),
+                       Ws + e * (H * (I // 32)), n, n_ok, c0, 1, BLOCK_N, BLOCK_K, I // 2, False)
+    acc = _acc_done(acc, 1)
+    for s in tl.static_range(K):
+        pair = t * K + s + one
+        e = tl.load(Idx + pair).to(tl.int64)
         bias = tl.load(Bias + e * H + n, mask=n_ok, other=0.0).to(tl.float32)  # [BLOCK_N]
-        out += (acc + bias[None, :]) * tl.load(Wt + pair).to(tl.float32)[:, None]
-    tl.store(Y + t * H + n[None, :], out.to(Y.dtype.element_ty), mask=n_ok[None, :])
+        acc += bias[None, :] * tl.load(Wt + pair).to(tl.float32)[:, None]
+    tl.store(Y + t * H + n[None, :], acc.to(Y.dtype.element_ty), mask=n_ok[None, :])
 
 
 def _check_shapes(x, expert_idx, expert_weights, b1, s1, bias1, b2, s2, bias2):
@@ -316,7 +344,7 @@ def moe(x, expert_idx, expert_weights, mlp1_blocks, mlp1_scales, mlp1_bias, mlp2
             UPCAST=False, **opts)
         y = torch.empty_like(x)
         _mlp2_token_kernel[(T, triton.cdiv(H, cfg["block_n2"]))](
-            act, flat_idx, flat_w, b2, s2, bias2, y, K, H=H, I=I, BLOCK_N=cfg["block_n2"], BLOCK_K=cfg["block_k2"],
+            act, flat_idx, flat_w, b2, s2, bias2, y, K=K, H=H, I=I, BLOCK_N=cfg["block_n2"], BLOCK_K=cfg["block_k2"],
             **opts)
         return y
     upcast = upcast_dots(x)
