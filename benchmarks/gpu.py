@@ -36,6 +36,20 @@ import torch
 import torch.nn.functional as F
 
 START = time.time()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_kernels():
+    """workbench.kernels, also from a plain checkout (no pip install): kernels/ is mapped onto the package."""
+    try:
+        import workbench.kernels as K
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        import workbench
+
+        workbench.__path__.append(str(ROOT))  # what setuptools' package-dir "workbench.kernels" = "kernels" does
+        import workbench.kernels as K
+    return K
 HBM_NOMINAL = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 PCIe": 2.0e12, "H100": 3.35e12}  # bytes/s
 
 
@@ -432,7 +446,7 @@ def compile_check() -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import workbench.kernels  # noqa: F401
+    import_kernels()
     moe, att, rt = (sys.modules[f"workbench.kernels.{m}"] for m in ("moe", "attention", "router"))
     ptrs = {"X": "*bf16", "Act": "*bf16", "Bias": "*bf16", "Y": "*bf16", "Wt": "*fp32", "Ypair": "*fp32",
             "Wb": "*u8", "Ws": "*u8", "Idx": "*i64", "Order": "*i64", "TileE": "*i64", "TileR0": "*i64",
@@ -547,7 +561,7 @@ def main(argv=None) -> int:
         ap.error("--interpret needs TRITON_INTERPRET=1 in the environment (triton reads it at import)")
     if not args.interpret and not torch.cuda.is_available():
         ap.error("no CUDA GPU; use TRITON_INTERPRET=1 ... --interpret for a CPU run with tiny shapes")
-    import workbench.kernels as K
+    K = import_kernels()
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,10 @@ except ImportError as exc:  # pragma: no cover
     triton = tl = _Stub()
 
 
-class KernelUnavailable(RuntimeError):
-    """The Triton kernels cannot run here (no triton, no CUDA GPU and no interpreter, wrong device)."""
+class KernelUnavailable(RuntimeError, ValueError):
+    """The Triton kernels cannot run here (no triton, no CUDA GPU and no interpreter, wrong device).
+
+    Also a ValueError, so ``load_model(..., backend="triton")`` fails like any other bad argument."""
 
 
 def interpreting() -> bool:

@@ -40,6 +40,24 @@ def test_backend_says_what_is_missing(monkeypatch):
         K.router(torch.randn(2, 4), 2)
 
 
+def test_registry_hookup(tiny_dir, monkeypatch):
+    """The hook-up proposed for workbench/model.py: BACKENDS["triton"] builds a TritonBackend lazily."""
+    import workbench.model as wm
+
+    def _triton_backend():
+        from workbench.kernels.backend import TritonBackend
+
+        return TritonBackend(fallback=wm.TorchBackend())
+
+    monkeypatch.setitem(wm.BACKENDS, "triton", _triton_backend)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="backend='triton' cannot run: no CUDA GPU.*TRITON_INTERPRET=1"):
+        load_model(tiny_dir, backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert isinstance(load_model(tiny_dir, backend="triton").backend, kb.TritonBackend)
+
+
 def test_package_imports_without_triton():
     code = ("import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
             "import torch, workbench.kernels as k\n"
