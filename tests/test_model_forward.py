@@ -107,8 +107,10 @@ def test_bad_input_errors(m32):
         m32(torch.zeros(1, 2, 3, dtype=torch.long))
 
 
-def test_backend_and_dtype_errors(tiny_dir):
-    with pytest.raises(ValueError, match="triton"):
+def test_backend_and_dtype_errors(tiny_dir, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="triton"):  # no GPU, no interpreter: a clear error, not a crash
         load_model(tiny_dir, backend="triton")
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         load_model(tiny_dir, backend="cuda")

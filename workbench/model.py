@@ -300,20 +300,26 @@ class TorchBackend:
     experts = staticmethod(moe_experts)
 
 
-BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchBackend}
+def _triton_backend() -> object:
+    """The Triton kernels (workbench.kernels); raises a ValueError saying why when they cannot run here."""
+    try:
+        from .kernels.backend import TritonBackend
+    except ImportError as e:
+        raise ValueError(f"backend='triton' needs workbench.kernels, which cannot be imported: {e}") from None
+    return TritonBackend(fallback=TorchBackend())
+
+
+BACKENDS: dict[str, Callable[[], object]] = {"torch": TorchBackend, "triton": _triton_backend}
 
 
 def get_backend(backend) -> object:
-    """A backend by name ("torch") or a backend object with attention/router/experts."""
+    """A backend by name ("torch", "triton") or a backend object with attention/router/experts."""
     if not isinstance(backend, str):
         missing = [m for m in ("attention", "router", "experts") if not hasattr(backend, m)]
         if missing:
             raise ValueError(f"backend object {backend!r} lacks {', '.join(missing)}")
         return backend
     if backend not in BACKENDS:
-        if backend == "triton":
-            raise ValueError("backend 'triton' is not available yet in this build (it needs workbench.kernels); "
-                             "use backend='torch'")
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     return BACKENDS[backend]()
 
