@@ -12,7 +12,7 @@ Both directions work in row chunks so the extra memory stays bounded whatever th
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 
 import torch
 
@@ -37,6 +37,7 @@ def _check_pair(blocks: torch.Tensor, scales: torch.Tensor) -> None:
         raise MXFP4Error(f"scales shape {list(scales.shape)} does not match blocks {list(blocks.shape)}[:-1]")
 
 
+@functools.lru_cache(maxsize=None)
 @torch.no_grad()
 def _pair_table(dtype: torch.dtype) -> torch.Tensor:
     """[256, 2] table: for a byte, its (even, odd) element values."""
@@ -45,6 +46,7 @@ def _pair_table(dtype: torch.dtype) -> torch.Tensor:
     return torch.stack([lut[byte & 0xF], lut[byte >> 4]], dim=-1).to(dtype)
 
 
+@functools.lru_cache(maxsize=None)
 @torch.no_grad()
 def _scale_table(dtype: torch.dtype) -> torch.Tensor:
     """[256] table: 2**(byte - 127) in ``dtype``, built exactly in fp32 (byte 255 gives inf)."""
@@ -70,10 +72,16 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     flat_o = out.view(-1, BYTES_PER_BLOCK, 2)  # [N, 16, 2] views the same memory as [N, 32]
     table = _pair_table(out.dtype).to(blocks.device)
     powers = _scale_table(out.dtype).to(blocks.device)
+    # Gather each byte's (even, odd) pair as one integer of twice the width: one scalar gather per byte
+    # is ~3x faster on CPU than gathering 2-element rows.
+    pair_int = {2: torch.int32, 4: torch.int64}.get(out.dtype.itemsize)
+    if pair_int is not None:
+        table = table.view(pair_int).view(-1)  # [256]
     step = max(1, CHUNK_BYTES // BYTES_PER_BLOCK)
     for i in range(0, flat_b.shape[0], step):
         b, s, o = flat_b[i : i + step], flat_s[i : i + step], flat_o[i : i + step]
-        torch.index_select(table, 0, b.reshape(-1).to(torch.int32), out=o.view(-1, 2))
+        dest = o.view(-1, 2) if pair_int is None else o.view(-1, 2).view(pair_int).view(-1)
+        torch.index_select(table, 0, b.reshape(-1).to(torch.int32), out=dest)
         o.mul_(torch.index_select(powers, 0, s.to(torch.int32)).view(-1, 1, 1))
     return out
 
