@@ -6,6 +6,10 @@ const ROLE_CLASS = { user: "role-user", system: "role-system", developer: "role-
 const LEGEND = [["ch-analysis", "analysis"], ["ch-commentary", "commentary"], ["ch-final", "final"],
   ["role-user", "user"], ["role-system", "system / developer"], ["role-tool", "tool"], ["err", "parse error"]];
 const CHUNK = 2000; // tokens added to the page per animation frame
+// A message body is split into blocks of tokens so that appending re-lays out only the last block
+// (one inline block of 10,000 spans costs ~200 ms of layout per append). Blocks end after a newline
+// once they hold SOFT tokens, and in any case at HARD tokens.
+const SOFT = 256, HARD = 1024;
 const nextFrame = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (f) => setTimeout(f, 0);
 
 function h(tag, cls, text) {
@@ -94,6 +98,11 @@ function render({ model, el }) {
     el.classList.toggle("hide-special", !toggle.checked);
   });
 
+  function newBlock(g) {
+    g.block = h("div", "wb-block");
+    g.body.append(g.block);
+  }
+
   function addSpan(t) {
     const key = t.message ?? -1;
     let g = groups[groups.length - 1];
@@ -103,12 +112,17 @@ function render({ model, el }) {
       const body = h("div", "wb-msg-body");
       box.append(h("div", "wb-msg-head", groupLabel(t)), body);
       stream.append(box);
-      g = { key, box, body };
+      g = { key, box, body, block: null, last: "" };
       groups.push(g);
+      newBlock(g);
+    } else {
+      const n = g.block.childElementCount;
+      if (n >= HARD || (n >= SOFT && g.last.endsWith("\n"))) newBlock(g);
     }
     const s = h("span", classesOf(t), t.text);
     s._wb = t.position;
-    g.body.append(s);
+    g.block.append(s);
+    g.last = t.text;
     spans.push(s);
   }
 
@@ -116,10 +130,17 @@ function render({ model, el }) {
     if (toks.length > n) toks.length = n;
     while (spans.length > n) {
       const s = spans.pop();
-      const body = s.parentNode;
+      const block = s.parentNode;
       s.remove();
-      if (body && !body.firstChild) groups.pop().box.remove();
+      if (block && !block.firstChild) {
+        const g = groups[groups.length - 1];
+        block.remove();
+        if (!g.body.firstChild) groups.pop().box.remove();
+        else g.block = g.body.lastChild;
+      }
     }
+    const g = groups[groups.length - 1];
+    if (g) g.last = g.block.lastChild ? g.block.lastChild.textContent : "";
   }
 
   function updateCounter() {
