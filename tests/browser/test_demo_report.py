@@ -1,0 +1,33 @@
+"""``workbench demo`` on a fresh user cache: it builds the vocabulary and the built-in model itself,
+prints its summary, and writes a report that renders offline in chromium from file://."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+
+def test_demo_report_from_a_fresh_cache(browser, tmp_path, artifacts, guard_factory):
+    env = dict(os.environ, WORKBENCH_CACHE=str(tmp_path / "fresh-cache"))
+    env.pop("TIKTOKEN_ENCODINGS_BASE", None)
+    report = tmp_path / "report.html"
+    r = subprocess.run(["workbench", "demo", "--out", str(report), "--max-turns", "2", "--max-new-tokens", "40"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "tool loop: " in r.stdout and "expert load over" in r.stdout and "sink mass" in r.stdout
+    assert f"report: {report}" in r.stdout
+    assert (tmp_path / "fresh-cache" / "models").is_dir() and (tmp_path / "fresh-cache" / "tiktoken").is_dir()
+
+    n_tokens = int(r.stdout.split("expert load over ")[1].split()[0])
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    guard = guard_factory(page)
+    page.goto(report.as_uri())
+    page.wait_for_function("""n => {
+        const s = document.querySelector('[data-wb="token-stream"]');
+        return s && s.dataset.count === String(n) &&
+          ['tool-trace', 'router', 'sinks'].every(k => document.querySelector(`[data-wb="${k}"]`));
+    }""", arg=n_tokens, timeout=120_000)
+    assert page.locator('[data-wb]').count() == 4  # token stream, tool trace, router, sinks
+    page.screenshot(path=str(artifacts / "demo-report.png"), full_page=True)
+    assert guard.outside() == [] and guard.errors == [] and guard.dialogs == []
+    page.close()
