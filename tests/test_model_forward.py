@@ -263,3 +263,17 @@ def test_model_is_an_nn_module_with_canonical_names(m32, tiny_dir):
     assert "block.0.mlp.experts.mlp1_weight_blocks" in dict(m32.named_buffers())
     assert not any(p.requires_grad for p in m32.parameters())
     assert isinstance(m32, Model) and m32.hook_names() == hook_names(4)
+
+
+@pytest.mark.parametrize("T,S,window,offset,Hq,Hkv", [(20, 20, 6, 0, 4, 2), (7, 30, None, 23, 6, 3),
+                                                      (16, 40, 9, 24, 5, 5), (33, 33, None, 0, 8, 1)])
+def test_fused_attention_path_equals_eager(T, S, window, offset, Hq, Hkv):
+    """The SDPA path (sink as an extra zero key scored sink_h) equals the eager softmax with a sink column."""
+    from workbench.model import attention_with_sinks, sdpa_with_sinks
+
+    g = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(2, n, h, 16, generator=g) for n, h in ((T, Hq), (S, Hkv), (S, Hkv)))
+    sinks = torch.randn(Hq, generator=g) * 2
+    a = attention_with_sinks(q, k, v, sinks, 0.25, window, offset)
+    b = sdpa_with_sinks(q, k, v, sinks, 0.25, window, offset)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
