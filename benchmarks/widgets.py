@@ -1,6 +1,6 @@
 """TokenStreamView's cost per streamed token, against the model's own time per token.
 
-    python benchmarks/widgets.py [--tokens 10000] [--model-tokens 200] [--no-browser]
+    python benchmarks/widgets.py [--tokens 10000] [--model-tokens 200] [--threads N] [--no-browser]
 
 1. Generation: the built-in tiny model samples ``--model-tokens`` tokens (KV cache, one token per
    step) into a live TokenStreamView; the time inside ``view.push`` is measured apart from the rest.
@@ -178,9 +178,13 @@ def main(argv=None) -> None:
     ap.add_argument("--tokens", type=int, default=10_000)
     ap.add_argument("--model-tokens", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     gen = bench_generation(args.model_tokens, args.seed)
     print(f"generation: {gen['tokens']} tokens from the tiny model: model {gen['model_s_per_token'] * 1e3:.1f} ms/token, "
           f"view.push {gen['push_s_per_token'] * 1e6:.1f} us/token "

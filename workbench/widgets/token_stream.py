@@ -29,10 +29,11 @@ stream's bytes, and a late view waits at most until the stream has doubled.
 from __future__ import annotations
 
 import math
+import sys
 import time
+from array import array
 from typing import Iterable, Sequence
 
-import numpy as np
 import traitlets
 
 from ..harmony import StreamDecoder, TokenEvent, parse_tokens
@@ -63,22 +64,26 @@ def encode_events(events: Sequence[TokenEvent], logprobs: Sequence[float], strin
     """The batch wire format above, for ``events`` (and one logprob per event, NaN for none)."""
     n = len(events)
     texts = [e.text for e in events]
-    units = np.fromiter((len(t.encode("utf-16-le")) // 2 for t in texts), np.uint32, n)
-    offsets = np.zeros(n + 1, "<u4")
-    np.cumsum(units, out=offsets[1:])
+    offsets, total = array("I", [0]), 0
+    for t in texts:
+        total += len(t.encode("utf-16-le")) // 2
+        offsets.append(total)
     text = "".join(texts).encode("utf-8")
     parts = [
-        np.array([n, len(text)], "<u4"),
-        np.fromiter((e.id for e in events), "<f8", n),
-        np.fromiter((-1 if e.message is None else e.message for e in events), "<i4", n),
-        np.asarray(logprobs, "<f4"),
+        array("I", [n, len(text)]),
+        array("d", [e.id for e in events]),
+        array("i", [-1 if e.message is None else e.message for e in events]),
+        array("f", logprobs),
         offsets,
-        np.fromiter((strings(e.role) for e in events), "<u4", n),
-        np.fromiter((strings(e.channel) for e in events), "<u4", n),
-        np.fromiter((strings(e.recipient) for e in events), "<u4", n),
-        np.fromiter((strings(e.error) for e in events), "<u4", n),
-        np.fromiter((_KIND_CODE.get(e.kind, 4) for e in events), "<u1", n),
+        array("I", [strings(e.role) for e in events]),
+        array("I", [strings(e.channel) for e in events]),
+        array("I", [strings(e.recipient) for e in events]),
+        array("I", [strings(e.error) for e in events]),
+        array("B", [_KIND_CODE.get(e.kind, 4) for e in events]),
     ]
+    if sys.byteorder == "big":
+        for p in parts:
+            p.byteswap()
     return b"".join(p.tobytes() for p in parts) + text
 
 
