@@ -20,6 +20,8 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """gpt-oss hyper-parameters (the reference's names); validated on creation. See ``PRESETS``."""
+
     num_hidden_layers: int = 24
     num_experts: int = 32
     experts_per_token: int = 4
