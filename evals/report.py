@@ -28,7 +28,9 @@ def wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[floa
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    low = 0.0 if successes <= 0 else max(0.0, center - half)  # exact at the edges, no rounding dust
+    high = 1.0 if successes >= n else min(1.0, center + half)
+    return (low, high)
 
 
 def load(folder):
@@ -112,7 +114,7 @@ def plot_accuracy_vs_effort(table, path):
     for (model, task), g in table.groupby(["model", "task"], sort=True):
         g = g.sort_values("effort")
         x = [order.index(e) for e in g["effort"]]
-        err = [g["accuracy"] - g["ci_low"], g["ci_high"] - g["accuracy"]]
+        err = [(g["accuracy"] - g["ci_low"]).clip(lower=0), (g["ci_high"] - g["accuracy"]).clip(lower=0)]
         ax.errorbar(x, g["accuracy"], yerr=err, marker="o", capsize=4, label=f"{model} / {task}")
     ax.set_xticks(range(len(order)), order)
     ax.set_xlabel("reasoning effort")

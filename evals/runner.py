@@ -247,11 +247,11 @@ class SweepResult:
 def plan(tasks: Iterable, models: Iterable, efforts: Sequence[str], repeats: int, limit: int | None,
          seed: int = 0) -> list[Job]:
     """Every job of a sweep, interleaved (repeat, task, sample, model, effort) so a partial run covers every cell."""
-    tasks = [get_task(t, seed=seed) for t in tasks]
-    targets = [as_target(m) for m in models]
     for effort in efforts:
         if effort not in EFFORTS:
             raise ValueError(f"reasoning effort must be one of {EFFORTS}, not {effort!r}")
+    tasks = [get_task(t, seed=seed) for t in tasks]
+    targets = [as_target(m) for m in models]  # last: a checkpoint path loads a model
     for kind, names in (("task", [t.name for t in tasks]), ("model", [m.name for m in targets])):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:

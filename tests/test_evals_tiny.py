@@ -11,7 +11,7 @@ import pytest
 from workbench.evals import local, run_sweep, server, summary, write_plots
 from workbench.evals.logs import read_records
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes when the 2 shared cores are busy
 
 TASKS = ["arithmetic", "counting"]
 EFFORTS = ["low", "medium", "high"]

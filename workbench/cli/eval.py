@@ -58,12 +58,16 @@ def run(args) -> int:
         raise ValueError("--out DIR is required (the folder the sweep logs to and resumes from)")
     if not args.model:
         raise ValueError("--model is required: a checkpoint folder, or with --base-url the served model's name")
+    for effort in args.efforts:
+        if effort not in evals.EFFORTS:
+            raise ValueError(f"reasoning effort must be one of {', '.join(evals.EFFORTS)}, not {effort!r}")
+    tasks = [evals.get_task(spec, seed=args.seed) for spec in args.tasks]  # before loading any model
     if args.base_url:
         models = [evals.server(name, args.base_url, api_key=args.api_key, timeout=args.timeout) for name in args.model]
     else:
         models = [evals.local(path, constrained=args.constrained) for path in args.model]
     result = evals.run_sweep(
-        args.tasks, models, out=args.out, efforts=args.efforts, repeats=args.repeats, limit=args.limit,
+        tasks, models, out=args.out, efforts=args.efforts, repeats=args.repeats, limit=args.limit,
         concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, timeout=args.timeout, retries=args.retries, backoff=args.backoff,
         retry_errors=args.retry_errors, progress=args.progress)
