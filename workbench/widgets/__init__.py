@@ -9,19 +9,21 @@
 
 Every widget has ``export_html(path)`` and ``_repr_html_`` (self-contained HTML, JavaScript inlined,
 works from file:// without a kernel or network); ``export_html(path, widgets)`` puts several on one
-page. Model text is always inserted as text, never as HTML.
+page. Model text is always inserted as text, never as HTML. To convert an executed notebook with
+nbconvert for offline reading, drop its saved widget state first (``without_widget_state(nb)``):
+nbconvert then uses the widgets' static HTML.
 
 Token colours (backgrounds): analysis #fef3c7, commentary #dbeafe, final #dcfce7, other channel
 #fce7f3, assistant without channel #f3f4f6; non-assistant roles: user #e0e7ff, system and developer
 #f1f5f9, tool #ffedd5. Parse errors: red wavy underline.
 """
 
-from ._base import WorkbenchWidget, export_html
+from ._base import WorkbenchWidget, export_html, without_widget_state
 from .mxfp4_view import MXFP4View
 from .router import RouterView
 from .sinks import SinkView
 from .token_stream import TokenStreamView
 from .tool_trace import ToolTraceView
 
-__all__ = ["WorkbenchWidget", "export_html", "TokenStreamView", "ToolTraceView", "RouterView", "SinkView",
+__all__ = ["WorkbenchWidget", "export_html", "without_widget_state", "TokenStreamView", "ToolTraceView", "RouterView", "SinkView",
            "MXFP4View"]

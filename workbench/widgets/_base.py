@@ -128,6 +128,21 @@ def export_html(path: str | os.PathLike, widgets: Iterable[WorkbenchWidget], tit
     return path
 
 
+def without_widget_state(nb):
+    """A copy of a notebook (an nbformat node or a dict) without its saved widget state.
+
+    nbconvert (and GitHub) show a widget's ``application/vnd.jupyter.widget-view+json`` output only
+    when the notebook holds widget state, and then need the widget manager from a CDN. Without the
+    state they fall back to each workbench widget's ``text/html``: the self-contained static view.
+    nbclient saves widget state by default, so strip it before converting for offline reading.
+    """
+    import copy
+
+    nb = copy.deepcopy(nb)
+    nb["metadata"].pop("widgets", None)
+    return nb
+
+
 def token_labels(tokens, count: int) -> list[str]:
     """Text for each of ``count`` token positions: from a transcript (event texts), strings, or token
     ids (decoded one at a time with the Harmony vocabulary). None gives no labels."""
