@@ -196,6 +196,21 @@ def test_a_late_view_catches_up():
     assert len(late.messages) == 1  # nothing new: no reply
 
 
+def test_generated_tokens_bring_their_logprobs():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Generated:  # the shape of workbench.generate's tokens
+        token: int
+        logprob: float
+
+    view, front = live_view(batch_size=1)
+    for i, t in enumerate(CONVERSATION):
+        view.push(Generated(t, -i / 8))
+    view.finish()
+    assert [g["logprob"] for g in front.tokens] == pytest.approx([-i / 8 for i in range(len(CONVERSATION))])
+
+
 def test_callback_use_and_finish():
     view, front = live_view()
     for t in CONVERSATION:

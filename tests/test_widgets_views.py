@@ -95,7 +95,9 @@ def test_router_and_sink_views_read_the_tiny_models_trace(tiny_dir):
     w = arr(r.expert_weights, "f4", (cfg.num_hidden_layers, len(tokens), cfg.experts_per_token))
     assert np.allclose(w.sum(-1), 1, atol=1e-3)
     assert r.labels[0] == "<|start|>" and "".join(r.labels[2:4]) == "<|message|>Hello"
-    s = SinkView(trace, tokens)
+    assert RouterView(trace).labels == r.labels  # the trace's own tokens label the positions
+    s = SinkView(trace)
+    assert s.labels == r.labels
     assert s.num_heads == cfg.num_attention_heads and s.num_keys == len(tokens)
     p = arr(s.patterns, "f4", (cfg.num_hidden_layers, s.num_heads, len(tokens), len(tokens)))
     sink = arr(s.sink_prob, "f4", (cfg.num_hidden_layers, s.num_heads, len(tokens)))

@@ -6,6 +6,7 @@
 - ``RouterView(trace, tokens=None)``: expert picks (tokens x layers), expert load, router logits.
 - ``SinkView(trace, tokens=None)``: attention-sink mass per layer/head/position, a head's pattern.
 - ``MXFP4View(checkpoint_or_model, layer, expert, weight=, reference=)``: scales, codes, error.
+- ``SweepView(sweep_folder_or_dataframe)``: an eval sweep's summary and samples (``sweep.py``).
 
 Every widget has ``export_html(path)`` and ``_repr_html_`` (self-contained HTML, JavaScript inlined,
 works from file:// without a kernel or network); ``export_html(path, widgets)`` puts several on one
@@ -22,8 +23,9 @@ from ._base import WorkbenchWidget, export_html, without_widget_state
 from .mxfp4_view import MXFP4View
 from .router import RouterView
 from .sinks import SinkView
+from .sweep import SweepView
 from .token_stream import TokenStreamView
 from .tool_trace import ToolTraceView
 
 __all__ = ["WorkbenchWidget", "export_html", "without_widget_state", "TokenStreamView", "ToolTraceView", "RouterView", "SinkView",
-           "MXFP4View"]
+           "MXFP4View", "SweepView"]

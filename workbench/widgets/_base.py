@@ -22,8 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-import anywidget
 import numpy as np
+
+try:
+    import anywidget
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError("workbench.widgets needs anywidget and ipywidgets: pip install 'gpt-oss-workbench[lab]'") from e
 
 HERE = Path(__file__).parent
 _BASE_TRAITS = frozenset(anywidget.AnyWidget.class_trait_names(sync=True))
@@ -143,9 +147,9 @@ def without_widget_state(nb):
     return nb
 
 
-def token_labels(tokens, count: int) -> list[str]:
+def token_labels(tokens, count: int, batch: int = 0) -> list[str]:
     """Text for each of ``count`` token positions: from a transcript (event texts), strings, or token
-    ids (decoded one at a time with the Harmony vocabulary). None gives no labels."""
+    ids (decoded one at a time with the Harmony vocabulary; [B, T] ids: row ``batch``). None: none."""
     if tokens is None:
         return []
     if hasattr(tokens, "events"):
@@ -154,8 +158,8 @@ def token_labels(tokens, count: int) -> list[str]:
         if hasattr(tokens, "tolist"):
             tokens = tokens.tolist()
         tokens = list(tokens)
-        if tokens and isinstance(tokens[0], list):  # a batch of one
-            tokens = tokens[0]
+        if tokens and isinstance(tokens[0], list):  # batched ids
+            tokens = tokens[batch]
         if all(isinstance(t, str) for t in tokens):
             labels = tokens
         else:

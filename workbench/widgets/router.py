@@ -20,7 +20,8 @@ from ._base import WorkbenchWidget, as_bytes, token_labels, trace_layers, trace_
 
 
 class RouterView(WorkbenchWidget):
-    """Expert routing of one forward pass. ``tokens``: ids, strings or a transcript, to label positions.
+    """Expert routing of one forward pass. ``tokens``: ids, strings or a transcript, to label positions
+    (default: the trace's own ``tokens``, as ``run_with_trace`` records them).
 
     ``selected = [layer_position, token]`` is the cell whose router logits are shown (click a cell).
     """
@@ -57,7 +58,7 @@ class RouterView(WorkbenchWidget):
             layer_ids=layers, num_tokens=T, top_k=k, num_experts=E, title=title,
             expert_idx=as_bytes(idx, "int16"), expert_weights=as_bytes(weights, "float32"),
             router_logits=b"" if logits is None else as_bytes(logits, "float32"),
-            labels=token_labels(tokens, T), selected=[0, max(T - 1, 0)], **kwargs)
+            labels=token_labels(getattr(trace, "tokens", None) if tokens is None else tokens, T, batch), selected=[0, max(T - 1, 0)], **kwargs)
 
     def expert_load(self) -> torch.Tensor:
         """[L, E] how many (token, pick) slots chose each expert in each layer."""

@@ -48,7 +48,7 @@ class SinkView(WorkbenchWidget):
         everything = self._probs is not None and L * H * T * S * 4 <= max_pattern_bytes
         super().__init__(layer_ids=layers, num_heads=H, num_tokens=T, num_keys=S, sink_prob=as_bytes(sink, "float32"),
                          patterns=as_bytes(torch.stack(self._probs), "float32") if everything else b"",
-                         labels=token_labels(tokens, T), title=title, **kwargs)
+                         labels=token_labels(getattr(trace, "tokens", None) if tokens is None else tokens, T, batch), title=title, **kwargs)
         self.observe(self._send_pattern, "selected")
         self.selected = list(selected)
         self._send_pattern()

@@ -158,11 +158,14 @@ class TokenStreamView(WorkbenchWidget):
     # -- live ----------------------------------------------------------------------------------
 
     def push(self, token, logprob: float | None = None) -> TokenEvent:
-        """Add one token id (or a ``TokenEvent``, whose id is used); returns its event."""
+        """Add one token: an id, a ``TokenEvent`` (its id is used), or a generated token with ``.token``
+        and ``.logprob`` (``workbench.generate``'s); returns its event."""
         if self._decoder is None or self.finished:
             raise RuntimeError("this TokenStreamView is finished; make a new one to stream into")
         if isinstance(token, TokenEvent):
             token = token.id
+        elif hasattr(token, "token") and hasattr(token, "logprob"):
+            token, logprob = token.token, token.logprob if logprob is None else logprob
         dec = self._decoder
         before, n0 = dec.state, len(dec.events)
         event = dec.push(token)
