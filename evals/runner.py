@@ -332,6 +332,9 @@ def _execute(todo: list[Job], s: Settings, log: LogWriter, concurrency: int, pro
         while running:
             finished_now, running = wait(running, return_when=FIRST_COMPLETED)
             for future in finished_now:
+                nxt = next(pending, None)  # start the next sample first: the fsync below overlaps it
+                if nxt is not None:
+                    running.add(pool.submit(run_job, nxt, s))
                 record = future.result()
                 log.write(record)
                 finished += 1
@@ -339,9 +342,6 @@ def _execute(todo: list[Job], s: Settings, log: LogWriter, concurrency: int, pro
                 correct += record["correct"]
                 bar.update(1)
                 bar.set_postfix(acc=f"{correct / finished:.2f}", errors=failed, refresh=False)
-                nxt = next(pending, None)
-                if nxt is not None:
-                    running.add(pool.submit(run_job, nxt, s))
         clean = True
     finally:
         # On an interrupt, do not wait for samples in flight: they were not logged, so a re-run redoes them.

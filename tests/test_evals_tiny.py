@@ -19,7 +19,18 @@ MAX_TOKENS = 6  # <|channel|> analysis <|message|> and three tokens of text: plu
 
 
 @pytest.fixture(scope="module")
-def in_process(tiny_dir, tmp_path_factory):
+def one_thread():
+    """One torch thread: on a shared 2-core machine the tiny model is several times faster so."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_dir, tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("tiny-in-process")
     result = run_sweep(TASKS, [local(tiny_dir, name="tiny", constrained=True)], out=out, efforts=EFFORTS, limit=20,
                        max_tokens=MAX_TOKENS, progress=False)
@@ -44,7 +55,7 @@ def test_in_process_sweep(in_process, tmp_path):
 def test_sweep_through_workbench_serve(tiny_dir, in_process, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", str(tiny_dir), "--port", "0",
                              "--name", "tiny", "--constrained"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     try:
         line = proc.stdout.readline()
         assert "serving 'tiny' at http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() else "")
