@@ -1,7 +1,7 @@
 """Reports: records as a DataFrame, a summary table with confidence intervals, PNG plots, parquet.
 
 >>> df = load("runs/demo")                                   # doctest: +SKIP
->>> table = summary(df)                                      # model x effort x task
+>>> table = summary(df)                                      # doctest: +SKIP
 >>> plot_accuracy_vs_effort(table, "runs/demo/accuracy_vs_effort.png")   # doctest: +SKIP
 
 Accuracy is the mean score; its 95% interval is Wilson's score interval, which stays inside [0, 1]

@@ -191,3 +191,16 @@ def test_sigkill_midway_then_resume_loses_nothing_and_duplicates_nothing(tmp_pat
     assert set(ks) == expected
     assert all(r["correct"] for r in read_records(out))
     assert (out / "samples.parquet").exists() and (out / "summary.parquet").exists()
+
+
+def test_two_models_and_repeats(tmp_path):
+    with FakeServer(answer=oracle(["modular"], 4)).start() as fake, FakeServer().start() as other:
+        models = [server("fake", fake.url, name="right"), server("fake", other.url, name="wrong")]
+        r = run_sweep(["modular"], models, out=tmp_path, limit=4, repeats=2, efforts=["low", "medium"], progress=False)
+        assert (r.ran, r.failed) == (4 * 2 * 2 * 2, 0)
+        assert fake.requests == other.requests == 16
+    table = summary(load(tmp_path))
+    assert table.groupby("model")["accuracy"].mean().to_dict() == {"right": 1.0, "wrong": 0.0}
+    assert set(table["n"]) == {8}  # 4 samples x 2 repeats per cell
+    seeds = {(b["messages"][-1]["content"], b["reasoning_effort"], b["seed"]) for b in fake.bodies}
+    assert len({s for _, _, s in seeds}) == 16  # every (sample, effort, repeat) has its own sampling seed

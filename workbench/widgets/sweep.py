@@ -15,6 +15,7 @@ Model text is inserted with textContent only, like every workbench widget.
 from __future__ import annotations
 
 import math
+import os
 
 import traitlets
 
@@ -53,7 +54,7 @@ class SweepView(WorkbenchWidget):
         table = summary(self._df)
         rows = [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
         samples = [{k: _plain(r.get(k)) for k in SAMPLE_FIELDS} for r in self._df.to_dict("records")]
-        super().__init__(summary=rows, samples=samples, title=title or (str(source) if isinstance(source, str) else ""),
+        super().__init__(summary=rows, samples=samples, title=title or (str(source) if isinstance(source, (str, os.PathLike)) else ""),
                          **kwargs)
         self.observe(self._open, "selected")
 
