@@ -180,3 +180,28 @@ def test_every_widget_exports_standalone_html(tmp_path, tiny_dir):
     page = export_html(tmp_path / "all.html", widgets).read_text()
     assert page.count('<script type="module">') == 5
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+
+
+def test_nbconvert_uses_the_static_html_once_widget_state_is_dropped():
+    import nbformat
+    from IPython.core.interactiveshell import InteractiveShell
+    from nbconvert import HTMLExporter
+
+    from workbench.widgets import without_widget_state
+
+    view = TokenStreamView([200005, 17196, 200008, 12194, 200007])
+    data, _ = InteractiveShell.instance().display_formatter.format(view)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("view")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
+    nb.cells = [cell]
+    model_id = data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "version_major": 2, "version_minor": 0, "state": {model_id: {"model_name": "AnyModel", "model_module": "anywidget",
+                                                                      "model_module_version": "*", "state": {}}}}}
+    with_state, _ = HTMLExporter().from_notebook_node(nb)
+    assert 'class="wb-static"' not in with_state  # nbconvert prefers the widget view (needs a CDN)
+    stripped = without_widget_state(nb)
+    assert "widgets" in nb.metadata and "widgets" not in stripped.metadata
+    html, _ = HTMLExporter().from_notebook_node(stripped)
+    assert html.count('class="wb-static"') == 1 and 'class="wb-spec"' in html

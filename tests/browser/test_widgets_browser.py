@@ -20,6 +20,7 @@ ORDER = ["stream", "hostile", "completion", "tools", "router", "sinks", "mxfp4"]
 WB = {"stream": "token-stream", "hostile": "token-stream", "completion": "token-stream", "tools": "tool-trace",
       "router": "router", "sinks": "sinks", "mxfp4": "mxfp4"}
 LIVE_TOKENS = 3000
+GEN_TOKENS = 24
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +51,21 @@ NOTEBOOK_CELLS = [
     f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport widget_demo as demo\nw = demo.build_widgets()",
     *[f'w["{name}"]' for name in ORDER],
     "from workbench.widgets import TokenStreamView\n"
-    "live = TokenStreamView(title='live', batch_size=256, interval=0.02)\n"
-    "display(live)\n"
+    "live = TokenStreamView(title='live', batch_size=256, interval=0.02).show()\n"
     f"for i, t in enumerate(demo.live_tokens({LIVE_TOKENS})):\n"
     "    live.push(t, logprob=-0.01 * (i % 50))\n"
-    "live.finish()\n"
-    "print('WB-DONE', live.count)",
+    "live.finish()",
+    # a real generation: the tiny model, Harmony-constrained, streamed token by token with logprobs
+    "import json, workbench\n"
+    "from workbench.backends import LocalBackend\n"
+    "from workbench.harmony import Conversation\n"
+    "backend = LocalBackend(workbench.load_model(workbench.default_checkpoint()), constrained=True, max_content_tokens=8)\n"
+    "gen = TokenStreamView(title='generation', interval=0).show()\n"
+    f"for t in backend.generate(Conversation.new().user('What is 2 + 3?'), max_new_tokens={GEN_TOKENS}, seed=0):\n"
+    "    gen.push(t, backend.last_steps[-1].logprob)\n"
+    "gen.finish()\n"
+    "print('WB-GEN', json.dumps([[s.token, s.logprob] for s in backend.last_steps], separators=(',', ':')))",
+    "print('WB-DONE')",
 ]
 
 
@@ -87,9 +97,14 @@ def shown(request, browser, data, artifacts, tmp_path_factory, guard_factory):
             return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel &&
               w.sessionContext.session.kernel.status === 'idle';
         }""", timeout=90_000)
+        # remember how many live batches any stream view received (show() replaces the live view at the end)
+        page.evaluate("""() => { window.__wbBatches = 0; new MutationObserver((records) => { for (const r of records)
+            window.__wbBatches = Math.max(window.__wbBatches, Number(r.target.dataset.batches || 0)); })
+            .observe(document.body, {subtree: true, attributes: true, attributeFilter: ['data-batches']}); }""")
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.locator(".jp-OutputArea-output pre", has_text="WB-DONE").wait_for(timeout=120_000)
         wait_rendered(page, data)
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     print(f"\n{request.param}: widgets rendered {time.monotonic() - started:.1f} s after opening")
     yield request.param, page, guard
     page.close()
@@ -174,9 +189,59 @@ def test_live_stream_in_jupyterlab(shown, artifacts):
     from workbench.harmony import encoding
 
     assert texts == encoding().decode(tokens)
-    assert int(live.get_attribute("data-batches") or 0) > 1, "tokens arrived in several live batches"
+    assert page.evaluate("() => window.__wbBatches") > 1, "tokens arrived in several live batches"
     assert "live" not in live.locator(".wb-count").inner_text()  # finished
     live.screenshot(path=artifacts / "widgets-lab-live-stream.png")
+
+
+def test_generation_streams_into_a_view_in_jupyterlab(shown, artifacts):
+    where, page, _ = shown
+    if where != "lab":
+        return  # generation needs a kernel
+    from workbench.harmony import parse_tokens
+
+    steps = json.loads(page.locator(".jp-OutputArea-output pre", has_text="WB-GEN").inner_text().split()[1])
+    ids, logprobs = [t for t, _ in steps], [lp for _, lp in steps]
+    assert 0 < len(ids) <= GEN_TOKENS
+    gen = page.locator('[data-wb="token-stream"]').nth(4)
+    page.wait_for_function("([el, n]) => el.dataset.count === String(n)", arg=[gen.element_handle(), len(ids)])
+    C.check_token_stream(gen, parse_tokens(ids))  # colours, groups, errors: as the parser sees the tokens
+    gen.locator(".wb-stream .tok").nth(len(ids) - 1).hover()
+    assert f"logprob {logprobs[-1]:.3f}" in gen.locator(".wb-info").inner_text()
+    gen.screenshot(path=artifacts / "widgets-lab-generation.png")
+
+
+def test_notebook_saved_from_jupyterlab_exports_to_html_that_works_offline(shown, request, browser, data, tmp_path,
+                                                                           guard_factory, artifacts):
+    """JupyterLab's own "export as HTML" (nbconvert on the saved notebook): every widget shows from
+    file:// with no kernel, the live streams complete (``show()`` refreshed their outputs)."""
+    where, page, _ = shown
+    if where != "lab":
+        return
+    import urllib.request
+
+    url, token, root = request.getfixturevalue("jupyterlab")
+    saved = json.loads((root / "widgets.ipynb").read_text())
+    assert "widgets" not in saved["metadata"]  # JupyterLab does not save widget state by default
+    with urllib.request.urlopen(f"{url}/nbconvert/html/widgets.ipynb?download=true&token={token}", timeout=60) as r:
+        (tmp_path / "exported.html").write_bytes(r.read())
+    steps = json.loads(page.locator(".jp-OutputArea-output pre", has_text="WB-GEN").inner_text().split()[1])
+    static = browser.new_page(viewport={"width": 1280, "height": 1000})
+    guard = guard_factory(static)
+    static.goto((tmp_path / "exported.html").as_uri())
+    counts = [len(data[k].events) for k in ("conversation", "hostile", "completion")] + [LIVE_TOKENS, len(steps)]
+    static.wait_for_function("""counts => {
+        const s = [...document.querySelectorAll('[data-wb="token-stream"]')];
+        return s.length === counts.length && counts.every((n, i) => s[i].dataset.count === String(n));
+    }""", arg=counts, timeout=60_000)
+    for kind in ("tool-trace", "router", "sinks", "mxfp4"):
+        assert static.locator(f'[data-wb="{kind}"]').count() == 1
+    C.check_router(static, static.locator('[data-wb="router"]'), data["trace"])
+    assert static.evaluate("() => window.__wbPwned") is None and guard.dialogs == []
+    # nbconvert's template links require.js and MathJax from a CDN (they fail offline); the widgets ask for nothing
+    assert {u.split("/")[2] for u in guard.outside()} <= {"cdnjs.cloudflare.com"}, guard.outside()
+    static.locator('[data-wb="token-stream"]').nth(3).screenshot(path=artifacts / "widgets-nbconvert-live-stream.png")
+    static.close()
 
 
 def test_no_request_left_127_0_0_1(shown):

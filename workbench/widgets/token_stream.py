@@ -5,7 +5,7 @@
 >>> TokenStreamView(parse_tokens(ids)).count
 6
 
-Live: ``view = TokenStreamView(); display(view)``, then ``view.push(token_id, logprob)`` for each
+Live: ``view = TokenStreamView().show()`` (or ``display(view)``), then ``view.push(token_id, logprob)`` for each
 generated token (the view is itself a callback: ``view(token_id)``), then ``view.finish()``. The
 view parses with its own ``StreamDecoder`` and sends events to the browser in batches (every
 ``batch_size`` tokens or ``interval`` seconds), as one binary buffer per batch.
@@ -207,6 +207,15 @@ class TokenStreamView(WorkbenchWidget):
                 self._snapshot(final=False)
         self._last_flush = time.monotonic()
 
+    def show(self) -> "TokenStreamView":
+        """Display the view and remember where: ``finish()`` then refreshes that output, so a saved or
+        converted notebook holds the whole stream as static HTML (``display(view)`` keeps the
+        snapshot taken when it was displayed)."""
+        from IPython.display import display
+
+        self._handle = display(self, display_id=True)
+        return self
+
     def finish(self):
         """End of stream: settle and send everything, store the full state; returns the transcript."""
         if self._decoder is not None and not self.finished:
@@ -214,6 +223,8 @@ class TokenStreamView(WorkbenchWidget):
             self._stable = len(self._events)
             self.flush()
             self._snapshot(final=True)
+            if getattr(self, "_handle", None) is not None:
+                self._handle.update(self)
         return self.transcript
 
     # -- internals -----------------------------------------------------------------------------
