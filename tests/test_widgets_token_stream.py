@@ -103,7 +103,7 @@ def test_batch_format_round_trips_a_transcript():
     got = decode_batch(view.data, view.strings)
     assert strip(got) == truth(CONVERSATION)
     assert [g["logprob"] for g in got] == pytest.approx(lps, abs=1e-6)
-    assert view.finished and view.count == len(CONVERSATION) and view.errors == []
+    assert view.finished and view.count == len(CONVERSATION) and view.errors == [] and view.transcript is t
     assert {"functions.f", "commentary", "final", "analysis", "assistant", "tool"} <= set(view.strings)
 
 

@@ -123,8 +123,9 @@ function render({ model, el }) {
     const probs = S ? patternFor(l, hd) : null;
     pattern.dataset.layer = String(layers[l]); pattern.dataset.head = String(hd);
     if (!probs) {
-      patternNote.textContent = S ? "Waiting for this head's pattern from the kernel (a static export holds the selected head only)."
-        : "attn.probs is not in this trace.";
+      patternNote.textContent = !S ? "attn.probs is not in this trace."
+        : model.get("_static") ? "This static export holds the pattern of the head selected when it was made only."
+        : "Waiting for this head's pattern from the kernel.";
       pattern.dataset.ready = "0";
       return;
     }

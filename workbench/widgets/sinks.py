@@ -33,7 +33,7 @@ class SinkView(WorkbenchWidget):
     labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, trace, tokens=None, *, batch: int = 0, max_pattern_bytes: int = 16 << 20,
+    def __init__(self, trace, tokens=None, *, batch: int = 0, max_pattern_bytes: int = 4 << 20,
                  selected=(0, 0), title: str = "", **kwargs):
         layers = trace_layers(trace, "attn.sink_prob")
         sink = torch.stack([trace_tensor(trace, f"blocks.{i}.attn.sink_prob", 2, batch) for i in layers]).float()

@@ -115,6 +115,7 @@ class TokenStreamView(WorkbenchWidget):
         self.batch_size, self.interval, self.snapshot_every = batch_size, interval, snapshot_every
         self._table = _Strings()
         self._decoder: StreamDecoder | None = None
+        self._source = None
         if source is None:
             self._decoder = StreamDecoder(role, channels=channels, recipients=recipients)
             self._events, self._errors = self._decoder.events, self._decoder.errors
@@ -123,6 +124,7 @@ class TokenStreamView(WorkbenchWidget):
                 items = list(source)
                 source = (_EventList(items) if items and isinstance(items[0], TokenEvent)
                           else parse_tokens(items, role, channels=channels, recipients=recipients))
+            self._source = source if hasattr(source, "messages") else None
             self._events, self._errors = list(source.events), list(getattr(source, "errors", []))
         given = [] if logprobs is None else [math.nan if x is None else float(x) for x in logprobs]
         if len(given) > len(self._events):
@@ -151,6 +153,8 @@ class TokenStreamView(WorkbenchWidget):
         """The parsed transcript so far (a live view: what its decoder has)."""
         if self._decoder is not None:
             return self._decoder.transcript
+        if self._source is not None:
+            return self._source
         from ..harmony import Transcript
 
         return Transcript(self._events, [], self._errors)
