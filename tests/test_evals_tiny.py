@@ -10,6 +10,7 @@ import pytest
 
 from workbench.evals import local, run_sweep, server, summary, write_plots
 from workbench.evals.logs import read_records
+from workbench.harmony import parse_tokens, text_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes when the 2 shared cores are busy
 
@@ -71,8 +72,11 @@ def test_sweep_through_workbench_serve(tiny_dir, in_process, tmp_path):
     same = 0
     for key, r in served.items():
         assert r["error"] is None and not r["token_level"]
-        mine = in_process[1][key]
         # Same prompt, same seed, same model: the server's text is what the model wrote in-process.
-        # (A final message cut before any text is '' in-process and absent over the chat API.)
-        same += (r["reasoning"], r["answer"] or "") == (mine["reasoning"], mine["answer"] or "")
+        # The chat API gives analysis as reasoning_content and every other message's text as content
+        # (commentary preambles too); a message cut before any text comes back as no content at all.
+        messages = parse_tokens(in_process[1][key]["tokens"]).messages
+        reasoning = "".join(text_of(m) for m in messages if m.channel == "analysis")
+        content = "".join(text_of(m) for m in messages if m.channel != "analysis")
+        same += (r["reasoning"], r["answer"] or "") == (reasoning, content)
     assert same == 120

@@ -6,7 +6,7 @@
 
 Endpoints: ``POST /v1/chat/completions`` (with ``stream``), ``GET /v1/models``, ``GET /health``. Like
 vLLM, the reasoning (the Harmony ``analysis`` channel) comes back as ``reasoning_content`` and the
-answer (``final``) as ``content``; ``usage`` counts prompt, completion and reasoning tokens. ``system``
+answer (``final``, and commentary preambles, which Harmony means for the user) as ``content``; ``usage`` counts prompt, completion and reasoning tokens. ``system``
 and ``developer`` messages become the Harmony developer instructions; ``reasoning_effort`` goes into
 the Harmony system message.
 
