@@ -78,13 +78,13 @@ def test_experts_stay_packed(m32, tiny_dir):
 
 def test_only_picked_experts_are_dequantized(m32, tokens, monkeypatch):
     calls = []
-    original = Experts.weight
+    original = Experts.weights
 
-    def spy(self, name, e, dtype):
-        calls.append((id(self), name, e))
-        return original(self, name, e, dtype)
+    def spy(self, name, ids, dtype):
+        calls.extend((id(self), name, e) for e in ids)
+        return original(self, name, ids, dtype)
 
-    monkeypatch.setattr(Experts, "weight", spy)
+    monkeypatch.setattr(Experts, "weights", spy)
     _, trace = m32.run_with_trace(tokens[:3], names="blocks.*.moe.expert_idx")
     for i, block in enumerate(m32.block):
         picked = set(trace[f"blocks.{i}.moe.expert_idx"].flatten().tolist())
@@ -277,3 +277,12 @@ def test_fused_attention_path_equals_eager(T, S, window, offset, Hq, Hkv):
     a = attention_with_sinks(q, k, v, sinks, 0.25, window, offset)
     b = sdpa_with_sinks(q, k, v, sinks, 0.25, window, offset)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_expert_chunking_does_not_change_results(m32, tokens, monkeypatch):
+    """Dequantizing one expert at a time (as a huge model must) gives the same logits as all at once."""
+    import workbench.model as wm
+
+    want = m32(tokens)
+    monkeypatch.setattr(wm, "_EXPERT_CHUNK_BYTES", 1)
+    torch.testing.assert_close(m32(tokens), want, rtol=0, atol=0)

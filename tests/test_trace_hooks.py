@@ -83,7 +83,9 @@ def test_trace_everything_shapes_unbatched_and_batched(m32, tokens):
     assert set(tr) == set(want)
     for name, shape in want.items():
         assert tuple(tr[name].shape) == shape, name
-    assert torch.equal(logits, m32(tokens)) and torch.equal(tr["logits"], logits)
+    # tracing attention internals takes the eager path, plain forwards a fused kernel: same up to rounding
+    torch.testing.assert_close(logits, m32(tokens), rtol=1e-5, atol=1e-5)
+    assert torch.equal(tr["logits"], logits)
     assert tr["blocks.0.moe.expert_idx"].dtype == torch.long
     batch = torch.stack([tokens, tokens.flip(0), tokens])
     blog, btr = m32.run_with_trace(batch, names=["blocks.2.*", "logits"])
@@ -129,7 +131,7 @@ def test_unknown_names_are_clear_errors(m32, tokens):
 def test_observing_hooks_change_nothing(m32, tokens):
     seen = []
     out = m32.run_with_hooks(tokens, {"*": lambda t, n: seen.append(n)})
-    assert torch.equal(out, m32(tokens))
+    torch.testing.assert_close(out, m32(tokens), rtol=1e-5, atol=1e-5)
     assert seen == m32.hook_names()  # every point, once, in forward order
 
 
@@ -258,8 +260,9 @@ def test_trace_helpers_say_what_is_missing(m32, tokens):
 
 
 def test_traced_tensors_are_not_mutated_later(m32, tokens):
-    """A trace taken with everything on holds the same values as traces of single points."""
+    """A trace taken with everything on holds the same values as traces of single points (up to rounding:
+    without attention internals requested the fused attention kernel runs)."""
     _, full = m32.run_with_trace(tokens)
     for name in ("embed", "blocks.0.resid_mid", "blocks.1.attn.probs", "blocks.3.moe.out", "final_norm"):
         _, one = m32.run_with_trace(tokens, names=[name])
-        assert torch.equal(one[name], full[name]), name
+        torch.testing.assert_close(one[name], full[name], rtol=1e-4, atol=1e-4)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
 
@@ -179,25 +180,26 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: 
     S, Hkv = k.shape[1], k.shape[2]
     G = Hq // Hkv
     cdt = compute_dtype(q.dtype, q.device)
-    # [B, Hkv, G*T, D]: the G query heads of a KV head stacked, so one batched matmul serves GQA.
-    qg = q.to(cdt).view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)
-    kt = k.to(cdt).permute(0, 2, 3, 1)  # [B, Hkv, D, S]
-    mask = attention_mask(T, S, window, offset, q.device)
-    scores = torch.matmul(qg, kt).view(B, Hq, T, S).float() * scale + mask
+    # rows (g, t) of the G query heads that share a KV head stacked: one batched matmul serves GQA
+    qg = q.to(cdt).view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B * Hkv, G * T, D)
+    kt = k.to(cdt).permute(0, 2, 3, 1).reshape(B * Hkv, D, S)
+    mask = attention_mask(T, S, window, offset, q.device).to(cdt).repeat(G, 1)  # [G*T, S]
+    scores = torch.baddbmm(mask, qg, kt, alpha=scale).view(B, Hq, T, S).float()  # scale q.k + mask
     if hook is not None:
         scores = hook("scores", scores)
     sink = sinks.float().view(1, Hq, 1, 1)
     m = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
-    e = torch.exp(scores - m)
+    probs = torch.sub(scores, m).exp_()
     e_sink = torch.exp(sink - m)
-    denom = e.sum(dim=-1, keepdim=True) + e_sink
-    probs = e / denom
+    denom = probs.sum(dim=-1, keepdim=True) + e_sink
+    probs.div_(denom)
     if hook is not None:
         new = hook("probs", probs)
         sink_prob = (e_sink / denom).squeeze(-1) if new is probs else (1 - new.sum(-1)).clamp_min(0)
         hook("sink_prob", sink_prob)
         probs = new
-    out = torch.matmul(probs.to(cdt).reshape(B, Hkv, G * T, S), v.to(cdt).permute(0, 2, 1, 3))  # [B,Hkv,G*T,D]
+    vt = v.to(cdt).permute(0, 2, 1, 3).reshape(B * Hkv, S, D)
+    out = torch.bmm(probs.to(cdt).reshape(B * Hkv, G * T, S), vt)  # [B*Hkv, G*T, D]
     return out.view(B, Hq, T, D).transpose(1, 2).to(q.dtype)
 
 
@@ -267,41 +269,63 @@ class Experts(nn.Module):
     def num_experts(self) -> int:
         return self.mlp1_bias.shape[0]
 
-    def weight(self, name: str, e: int, dtype: torch.dtype) -> Tensor:
-        """Expert e's dense matrix [out, in] in ``dtype`` (dequantized now if packed)."""
+    def weights(self, name: str, ids: Sequence[int], dtype: torch.dtype) -> Tensor:
+        """Experts ``ids``' dense matrices [len(ids), out, in] in ``dtype``, dequantized now if packed."""
         w = self.packed(name)
+        sel = torch.as_tensor(list(ids), dtype=torch.long, device=self.mlp1_bias.device)
         if isinstance(w, MXFP4Tensor):
-            return w[e].dequantize(dtype)
-        return w[e].to(dtype)
+            return mxfp4.dequantize(w.blocks[sel], w.scales[sel], dtype)
+        return w[sel].to(dtype)
+
+    def weight(self, name: str, e: int, dtype: torch.dtype) -> Tensor:
+        """Expert e's dense matrix [out, in] in ``dtype``."""
+        return self.weights(name, [e], dtype)[0]
+
+
+_EXPERT_CHUNK_BYTES = 1 << 28  # dequantized expert matrices held at once (bounded: 20b runs in < 16 GB)
 
 
 def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float) -> Tensor:
     """sum_k weights[n, k] * expert_{idx[n, k]}(x[n]), batched by expert.
 
-    x [N, H], idx [N, k] (int), weights [N, k] -> [N, H] in x's dtype. Tokens are grouped by expert;
-    each picked expert is dequantized once, runs two matmuls over its tokens, and its weighted outputs
-    are scatter-added back. Experts nobody picked are never touched.
+    x [N, H], idx [N, k] (int), weights [N, k] -> [N, H] in x's dtype. The N*k (token, pick) rows are
+    grouped by expert; the picked experts are dequantized (a few at a time, bounded memory), each runs
+    its matmul over its rows; SwiGLU runs once over all rows; the weighted outputs are scatter-added
+    back to their tokens. Experts nobody picked are never touched.
     """
     N, k = idx.shape
+    H = x.shape[-1]
+    # Matmuls in fp32 on CPUs without bf16 GEMM (see ``linear``; torch's bf16 GEMV for a few rows was
+    # measurably less accurate here). SwiGLU, the routing weights and the sum over experts are fp32.
     cdt = compute_dtype(x.dtype, x.device)
     flat = idx.reshape(-1)
     order = torch.argsort(flat, stable=True)
+    token = order // k  # token of each (token, pick) row, rows grouped by expert
     counts = torch.bincount(flat, minlength=experts.num_experts).tolist()
-    token = order // k  # token of each (token, pick) pair, grouped by expert
-    xs = x.to(cdt)[token]
-    ws = weights.reshape(-1)[order].to(cdt).unsqueeze(-1)
-    b1, b2 = experts.mlp1_bias.to(cdt), experts.mlp2_bias.to(cdt)
-    out = torch.zeros((N, x.shape[-1]), dtype=cdt, device=x.device)
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        rows = slice(start, start + n)
-        start += n
-        h = F.linear(xs[rows], experts.weight("mlp1_weight", e, cdt), b1[e])
-        act = swiglu(h, limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
-        y = F.linear(act, experts.weight("mlp2_weight", e, cdt), b2[e])
-        out.index_put_((token[rows],), y * ws[rows], accumulate=True)  # (index_add_ is slow on CPU)
+    starts = [0]
+    for n in counts:
+        starts.append(starts[-1] + n)
+    used = [e for e, n in enumerate(counts) if n]
+
+    def matmuls(name: str, inp: Tensor, bias: Tensor, out_dim: int) -> Tensor:
+        """out[rows of e] = inp[rows of e] W_e^T + b_e for every used expert e."""
+        out = torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
+        per_expert = out_dim * inp.shape[1] * cdt.itemsize
+        step = max(1, _EXPERT_CHUNK_BYTES // per_expert)
+        for c in range(0, len(used), step):
+            chunk = used[c:c + step]
+            W = experts.weights(name, chunk, cdt)  # [len(chunk), out, in]
+            for j, e in enumerate(chunk):
+                rows = slice(starts[e], starts[e + 1])
+                torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
+        return out
+
+    h = matmuls("mlp1_weight", x.to(cdt)[token], experts.mlp1_bias.to(cdt), experts.mlp1_bias.shape[1])
+    act = swiglu(h.float(), limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
+    y = matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H).float()
+    y *= weights.reshape(-1)[order].float().unsqueeze(-1)
+    out = torch.zeros((N, H), dtype=torch.float32, device=x.device)
+    out.index_put_((token,), y, accumulate=True)  # (index_add_ is far slower on CPU)
     return out.to(x.dtype)
 
 
