@@ -153,7 +153,6 @@ def main() -> None:
         print(f"decode {n} steps: workbench {1e3 * d_wb / n:.1f} ms/step, transformers {1e3 * d_hf / n:.1f} ms/step "
               f"-> {d_hf / d_wb:.2f}x; traced (all hooks) {1e3 * d_tr / n:.1f} ms/step (+{100 * (d_tr / d_wb - 1):.1f}%)")
         rows.append((name, t_wb, t_hf, t_tr, f_wb, f_hf, d_wb / n, d_hf / n, d_tr / n, rel))
-        del wb, hf
     print("\n| dtype | prefill wb / hf | prefill ratio | traced prefill | full fwd wb / hf | full fwd ratio | "
           "decode wb / hf | decode ratio | traced decode | logits rel diff |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -40,7 +40,7 @@ import fnmatch
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,9 @@ from torch import nn
 from . import mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 Tensor = torch.Tensor
 HookFn = Callable[[Tensor, str], Union[Tensor, None]]
