@@ -204,7 +204,8 @@ def record_for(job: Job, conv: Conversation, tokens: list[int], error: str | Non
     for e in transcript.events:
         channel_counts[e.channel] = channel_counts.get(e.channel, 0) + 1
     last = tokens[-1] if tokens else None
-    stop = {T.RETURN: "return", T.CALL: "call"}.get(last, "length" if error is None else "error")
+    # return / call: the model finished its turn; end: a stream that stopped after <|end|>; length: cut off
+    stop = "error" if error else {T.RETURN: "return", T.CALL: "call", T.END: "end"}.get(last, "length")
     task, sample, model, effort, repeat = job.key
     return {
         "task": task, "sample": sample, "model": model, "effort": effort, "repeat": repeat,

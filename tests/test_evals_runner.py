@@ -39,29 +39,29 @@ def free_port():
 
 
 def test_sweep_end_to_end_over_http(tmp_path):
-    with FakeServer(answer=oracle()).start() as fake:
-        result = run_sweep(TASKS, [server("fake", fake.url)], out=tmp_path, limit=20, concurrency=4, progress=False)
-        assert (result.ran, result.skipped, result.failed) == (120, 0, 0)
-        assert fake.requests == 120
-        assert sorted(b["reasoning_effort"] for b in fake.bodies) == ["high"] * 40 + ["low"] * 40 + ["medium"] * 40
+    with FakeServer(answer=oracle(limit=15)).start() as fake:
+        result = run_sweep(TASKS, [server("fake", fake.url)], out=tmp_path, limit=10, concurrency=4, progress=False)
+        assert (result.ran, result.skipped, result.failed) == (60, 0, 0)
+        assert fake.requests == 60
+        assert sorted(b["reasoning_effort"] for b in fake.bodies) == ["high"] * 20 + ["low"] * 20 + ["medium"] * 20
         assert all(b["stream"] and b["model"] == "fake" and b["max_tokens"] == 1024 for b in fake.bodies)
         df = load(tmp_path)
-        assert len(df) == 120 and df["correct"].all() and df["error"].isna().all()
+        assert len(df) == 60 and df["correct"].all() and df["error"].isna().all()
         row = df[(df.task == "dates") & (df["sample"] == "3") & (df.effort == "high")].iloc[0]
         assert row["reasoning"].startswith("Reasoning about: ") and row["answer"] == f"So \\boxed{{{row['target']}}}."
         assert row["stop_reason"] == "return" and row["reasoning_tokens"] > 0 and row["answer_tokens"] > 0
         assert row["reasoning_tokens"] + row["answer_tokens"] == row["completion_tokens"]  # every token is in one message
         table = summary(df)
         assert list(table["effort"].astype(str)) == ["low", "medium", "high"] * 2
-        assert (table["accuracy"] == 1.0).all() and (table["n"] == 20).all()
+        assert (table["accuracy"] == 1.0).all() and (table["n"] == 10).all()
         # the same sweep again: nothing to do, nothing sent
-        again = run_sweep(TASKS, [server("fake", fake.url)], out=tmp_path, limit=20, progress=False)
-        assert (again.ran, again.skipped, fake.requests) == (0, 120, 120)
+        again = run_sweep(TASKS, [server("fake", fake.url)], out=tmp_path, limit=10, progress=False)
+        assert (again.ran, again.skipped, fake.requests) == (0, 60, 60)
         # a larger limit runs only the new samples
-        more = run_sweep(["arithmetic"], [server("fake", fake.url)], out=tmp_path, limit=25, efforts=["low"],
+        more = run_sweep(["arithmetic"], [server("fake", fake.url)], out=tmp_path, limit=15, efforts=["low"],
                          progress=False)
-        assert (more.ran, more.skipped) == (5, 20)
-    assert len(keys(tmp_path)) == len(set(keys(tmp_path))) == 125
+        assert (more.ran, more.skipped) == (5, 10)
+    assert len(keys(tmp_path)) == len(set(keys(tmp_path))) == 65
 
 
 def test_transient_failures_are_retried_with_backoff(tmp_path):
@@ -119,6 +119,7 @@ def test_timeouts_are_recorded(tmp_path):
         assert r.failed == 1 and time.monotonic() - t0 < 1.9
         (rec,) = read_records(tmp_path)
         assert "Timeout" in rec["error"] and rec["answer"] is None and rec["score"] == 0
+        assert rec["stop_reason"] == "error" and rec["attempts"] == 1
 
 
 def test_torn_last_line_is_ignored_and_cut_before_appending(tmp_path):
