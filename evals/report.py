@@ -111,9 +111,11 @@ def plot_accuracy_vs_effort(table, path):
     """Accuracy (with its 95% interval) against reasoning effort, one line per model and task; PNG at ``path``."""
     fig, ax = _figure()
     order = list(table["effort"].cat.categories) if len(table) and hasattr(table["effort"], "cat") else list(EFFORTS)
-    for (model, task), g in table.groupby(["model", "task"], sort=True):
+    groups = list(table.groupby(["model", "task"], sort=True))
+    for k, ((model, task), g) in enumerate(groups):
         g = g.sort_values("effort")
-        x = [order.index(e) for e in g["effort"]]
+        shift = (k - (len(groups) - 1) / 2) * 0.04  # side by side, so intervals do not hide each other
+        x = [order.index(e) + shift for e in g["effort"]]
         err = [(g["accuracy"] - g["ci_low"]).clip(lower=0), (g["ci_high"] - g["accuracy"]).clip(lower=0)]
         ax.errorbar(x, g["accuracy"], yerr=err, marker="o", capsize=4, label=f"{model} / {task}")
     ax.set_xticks(range(len(order)), order)
