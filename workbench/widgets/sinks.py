@@ -19,6 +19,9 @@ from ._base import WorkbenchWidget, as_bytes, token_labels, trace_layers, trace_
 
 
 class SinkView(WorkbenchWidget):
+    """Attention-sink mass per layer, head and query position, and the pattern of ``selected = [layer
+    position, head]`` (click a head). ``tokens`` label positions (default: the trace's own)."""
+
     _module = "sinks"
 
     layer_ids = traitlets.List(traitlets.Int()).tag(sync=True)
