@@ -200,6 +200,12 @@ def test_dense_hf_checkpoint_fp32(case):
     got = model(case["tokens"])
     assert got.dtype == torch.float32 and got.shape == want.shape
     assert _rel_err(got, want) < 1e-4
+    # the same dense weights written by save_checkpoint in the original layout: identical logits
+    save_checkpoint(case["root"] / "dense-original", case["config"], _canonical(case["hf"], quantize=False),
+                    layout="original")
+    again = load_model(case["root"] / "dense-original", dtype=torch.float32)
+    assert not again.block[0].mlp.experts.is_mxfp4
+    assert torch.equal(again(case["tokens"]), got)
 
 
 def test_mxfp4_hf_checkpoint_fp32_full_and_incremental(case):
