@@ -36,7 +36,7 @@ and the expert computation, each a plain function of tensors. Without hooks or t
 runs prefill attention through torch's fused SDPA (``sdpa_with_sinks``, equal to the eager math); when
 a trace or hook asks for attention scores/probs/sink_prob the eager ``attention_with_sinks`` runs.
 
-Hooks cost nothing when unused: ``model(tokens)`` makes no hook calls at all.
+With no hooks and no trace each hook point is a call to an identity function: nothing measurable.
 """
 
 from __future__ import annotations
