@@ -126,8 +126,8 @@ class ModelConfig:
             "output_router_logits": False,
             "use_cache": True,
             "torch_dtype": "bfloat16",
-            "eos_token_id": 200002,
-            "pad_token_id": 199999,
+            # Harmony's <|return|> and <|endoftext|>, where the vocabulary holds them.
+            **({"eos_token_id": 200002, "pad_token_id": 199999} if self.vocab_size > 200002 else {}),
         }
 
     @classmethod
