@@ -37,13 +37,15 @@ def test_notebook_runs_in_jupyterlab(name, jupyterlab, browser, artifacts, guard
           w.sessionContext.session.kernel.status === 'idle';
     }""", timeout=120_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    # Done when every code cell has an execution count and the kernel is idle again.
+    # Done when every code cell has an execution count and the kernel is idle again, or a cell failed
+    # (JupyterLab then stops running the rest).
     page.wait_for_function("""() => {
         const w = window.jupyterapp.shell.currentWidget;
         const cells = w.content.widgets.filter(c => c.model.type === 'code');
-        return cells.every(c => c.model.executionCount !== null) &&
-          w.sessionContext.session.kernel.status === 'idle';
-    }""", timeout=600_000, polling=500)
+        const failed = cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error'));
+        return failed || (cells.every(c => c.model.executionCount !== null) &&
+          w.sessionContext.session.kernel.status === 'idle');
+    }""", timeout=480_000, polling=500)
     errors = page.evaluate("""() => window.jupyterapp.shell.currentWidget.content.widgets
         .filter(c => c.model.type === 'code')
         .flatMap(c => c.model.outputs.toJSON()).filter(o => o.output_type === 'error')
