@@ -33,3 +33,25 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
     from workbench import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hf"), preset="tiny", layout="hf")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny-model ops are too small to gain from threads; on a busy 2-core machine OpenMP waits dominate.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def m32(tiny_dir):
+    """The tiny model in fp32 (session-wide: tests must not modify it)."""
+    import torch
+
+    from workbench import load_model
+
+    return load_model(tiny_dir, dtype=torch.float32)

@@ -9,23 +9,13 @@ import math
 import pytest
 import torch
 
-from workbench import load_model
 from workbench.interventions import (ablate_heads, ban_experts, combine, force_experts, patch, patching_sweep,
                                      remove_sink, scale_sink)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model ops are too small to gain from threads; on a busy 2-core machine OpenMP waits dominate."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(scope="module")
-def m32(tiny_dir):
-    return load_model(tiny_dir, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

@@ -152,13 +152,7 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model ops are too small to gain from threads; on a busy 2-core machine OpenMP waits dominate."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module", params=CONFIGS, ids=[c[0] for c in CONFIGS])
 def case(request, tmp_path_factory):

@@ -8,23 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import load_model
 from workbench.model import hook_names
 from workbench.trace import Trace
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model ops are too small to gain from threads; on a busy 2-core machine OpenMP waits dominate."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(scope="module")
-def m32(tiny_dir):
-    return load_model(tiny_dir, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
