@@ -245,7 +245,7 @@ function render({ model, el }) {
     strings = msg.strings || strings;
     truncate(msg.start);
     for (const t of decode(buffers && buffers[0], strings, msg.start)) toks.push(t);
-    showErrors(msg.errors);
+    if (msg.errors) showErrors(msg.errors);
     schedule();
   }
   // Batches that came after a gap (this view started late) wait for a snapshot or a reply.

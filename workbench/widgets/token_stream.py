@@ -18,6 +18,7 @@ units into the text); uint32 role[n], channel[n], recipient[n], error[n] (indexe
 Events a parser may still change (header tokens before ``<|message|>``: their role and channel are
 only known then) are held back until they settle. A batch carries the position it starts at; the
 browser drops anything it has from there on before appending, so a re-sent token replaces the old.
+It carries the string table and the error list only when they grew.
 
 A view that starts after the first batches went out (the browser renders it while the kernel is
 already streaming, and a busy kernel cannot answer requests) catches up from the synced ``data``
@@ -131,6 +132,7 @@ class TokenStreamView(WorkbenchWidget):
             raise ValueError(f"{len(given)} logprobs for {len(self._events)} tokens")
         self._logprobs = given + [math.nan] * (len(self._events) - len(given))
         self._sent = self._stable = self._snapped = 0
+        self._told = (0, 0)  # sizes of the string table and error list the browser was last sent
         self._watch: tuple[int, str] | None = None  # (index, text) of the last content token sent
         self._last_flush = time.monotonic()
         self.on_msg(self._on_frontend_msg)
@@ -238,8 +240,14 @@ class TokenStreamView(WorkbenchWidget):
 
     def _send_batch(self, start: int, end: int, reply: bool = False) -> None:
         buf = encode_events(self._events[start:end], self._logprobs[start:end], self._table)
-        self.send({"type": "append", "start": start, "end": end, "reply": reply, "strings": self._table.items,
-                   "errors": self._error_rows()}, [buf])
+        msg = {"type": "append", "start": start, "end": end, "reply": reply}
+        # the string table and the error list go along only when they grew (replies always carry them)
+        if reply or len(self._table.items) != self._told[0]:
+            msg["strings"] = self._table.items
+        if reply or len(self._errors) != self._told[1]:
+            msg["errors"] = self._error_rows()
+        self._told = (len(self._table.items), len(self._errors))
+        self.send(msg, [buf])
 
     def _snapshot(self, final: bool) -> None:
         """Store everything sent so far in the synced state (what a view that starts late reads)."""
