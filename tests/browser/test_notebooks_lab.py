@@ -30,7 +30,8 @@ def test_notebook_runs_in_jupyterlab(name, jupyterlab, browser, artifacts, guard
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", root / f"{name}.ipynb")
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     guard = guard_factory(page)
-    page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}")
+    # A workspace of its own (and reset), so no notebook from an earlier test is restored beside it.
+    page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?token={token}&reset")
     page.wait_for_function("""() => {
         const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
         return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel &&
