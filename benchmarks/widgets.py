@@ -10,9 +10,8 @@
 3. Browser: the batches of (2) delivered to token_stream.js in chromium one per animation frame
    (as a kernel would stream them), timing until every span is on the page and the longest frame.
 
-The model's full 10,000-token generation is not run by default: on this CPU the tiny model takes
-hundreds of ms per token (its unembedding is the real 201,088-token vocabulary), so (1) samples the
-per-token time and (2) streams the 10,000 tokens.
+By default (1) generates 200 tokens (seconds); ``--model-tokens 10000`` streams a full 10,000-token
+generation (about 5 minutes on the development CPU; figures in RESULTS.md).
 """
 
 from __future__ import annotations
