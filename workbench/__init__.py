@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "load_model": ".model", "Model": ".model", "Trace": ".trace", "generate": ".generate",
+    "load_model": ".model", "Model": ".model", "Trace": ".trace",  # (generate: workbench.generate.generate)
     "chat": ".toolloop", "ChatResult": ".toolloop",
     "Conversation": ".harmony", "parse_tokens": ".harmony", "StreamDecoder": ".harmony",
     "Transcript": ".harmony", "TokenEvent": ".harmony", "ParseError": ".harmony", "HarmonyConstraint": ".harmony",
