@@ -125,3 +125,17 @@ def test_no_grad_inference_unchanged(m32):
     embed = m32.embedding.detach()[tokens].clone().requires_grad_(True)
     b = m32.run_with_hooks(tokens, {"embed": lambda x, name: embed})
     assert b.requires_grad and torch.equal(a, b.detach())
+
+
+def test_gradients_equal_with_per_pick_and_attention_internals_hooked(m32):
+    """Hooking the per-pick expert points (moe.act, moe.expert_out) and the attention internals switches to
+    the reference paths; the gradient with respect to the input activations stays the same."""
+    tokens = torch.randint(0, m32.config.vocab_size, (20,), generator=torch.Generator().manual_seed(9))
+    grads = []
+    for keep in ([], ["blocks.*.moe.act", "blocks.*.moe.expert_out", "blocks.*.attn.probs"]):
+        embed = m32.embedding.detach()[tokens].clone().requires_grad_(True)
+        logits, trace = m32.run_with_trace(tokens, names=keep, hooks={"embed": lambda x, name: embed})
+        assert len(trace) == (0 if not keep else 3 * m32.config.num_hidden_layers)
+        logits[-1].logsumexp(-1).backward()
+        grads.append(embed.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
