@@ -1,7 +1,7 @@
 """Tasks: a dataset, a prompt and a scorer (the inspect_ai decomposition).
 
 Built-in tasks are made on the spot, verifiable and deterministic for a seed, with a difficulty knob:
-``arithmetic`` (multi-step integer expressions), ``modular`` (modular powers and sums), ``dates``
+``arithmetic`` (multi-step integer expressions), ``addition`` (two multi-digit integers), ``modular`` (modular powers and sums), ``dates``
 (date offsets and differences), ``counting`` (occurrences in a list) and ``sorting`` (sort a list).
 Sample ``i`` depends only on (task, difficulty, seed, i), so a smaller ``limit`` is a prefix of a
 larger one and a resumed sweep sees the same problems.
@@ -114,6 +114,18 @@ def _dates(rng: random.Random, d: int) -> tuple[str, str]:
     return f"How many days are there from {start.isoformat()} to {end.isoformat()}? {BOXED}", str(n)
 
 
+def addition_question(a: int, b: int) -> str:
+    """The addition task's question (also what the built-in nano model trains on)."""
+    return f"What is {a:,} + {b:,}?"
+
+
+def _addition(rng: random.Random, d: int) -> tuple[str, str]:
+    """Two (d+3)-digit integers written with thousands separators (5 digits at the default difficulty)."""
+    n = d + 3
+    a, b = rng.randint(10 ** (n - 1), 10 ** n - 1), rng.randint(10 ** (n - 1), 10 ** n - 1)
+    return addition_question(a, b), str(a + b)
+
+
 _WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "grape", "melon", "peach", "mango", "lemon"]
 
 
@@ -136,6 +148,7 @@ GENERATED = {
     "modular": (_modular, scorers.numeric),
     "dates": (_dates, scorers.date),
     "counting": (_counting, scorers.numeric),
+    "addition": (_addition, scorers.numeric),
     "sorting": (_sorting, scorers.number_list),
 }
 DEFAULT_DIFFICULTY = 2
