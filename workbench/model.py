@@ -1,7 +1,8 @@
 """The gpt-oss forward pass in plain torch, written to be read top to bottom.
 
 One block, with the hook point each quantity is exposed at (shapes without the optional batch dim;
-T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value heads, D head_dim, E experts):
+T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value heads, D head_dim, E experts,
+I expert intermediate size; ``workbench.hooks`` holds these facts as data):
 
     x = embedding[tokens]                                          "embed"                   [T, H]
     for each block i (prefix "blocks.{i}."):
@@ -10,12 +11,15 @@ T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value hea
         s_hij = q_hi . k_gj / sqrt(D) + mask_ij    (g = h's KV head) "attn.scores"           [Hq, T, S]
         w_hij = exp(s_hij) / (sum_j exp(s_hij) + exp(sink_h))       "attn.probs"              [Hq, T, S]
         sink_hi = exp(sink_h) / (same denominator)                  "attn.sink_prob"          [Hq, T]
-        a = concat_h(sum_j w_hij v_gj) Wo^T + bo                    "attn.out"                [T, H]
+        z_hi = sum_j w_hij v_gj                                     "attn.z"                  [T, Hq, D]
+        a = concat_h(z_h) Wo^T + bo                                 "attn.out"                [T, H]
         x = x + a                                                   "resid_mid"               [T, H]
         t = RMSNorm(x)                                              "moe.in"                  [T, H]
         l = t Wg^T + bg                                             "moe.router_logits"       [T, E]
         picks = top-k(l) (sorted); g = softmax(l[picks])            "moe.expert_idx", "moe.expert_weights"  [T, k]
-        m = sum_k g_k * expert_{picks_k}(t)                         "moe.out"                 [T, H]
+        u_k = swiglu(t W1_{picks_k}^T + b1_{picks_k})               "moe.act"                 [T, k, I]
+        y_k = u_k W2_{picks_k}^T + b2_{picks_k}                     "moe.expert_out"          [T, k, H]
+        m = sum_k g_k * y_k                                         "moe.out"                 [T, H]
         x = x + m                                                   "resid_post"              [T, H]
     t = RMSNorm(x)                                                 "final_norm"              [T, H]
     logits = t Wu^T                                                "logits"                  [T, V]
@@ -34,7 +38,8 @@ picked, a few at a time (bounded memory: the 20b shapes run 32 tokens in < 13 GB
 Swappable pieces (a backend replaces them; see ``TorchBackend``): the attention core, the router top-k
 and the expert computation, each a plain function of tensors. Without hooks or traces the torch backend
 runs prefill attention through torch's fused SDPA (``sdpa_with_sinks``, equal to the eager math); when
-a trace or hook asks for attention scores/probs/sink_prob the eager ``attention_with_sinks`` runs.
+a trace or hook asks for attention scores/probs/sink_prob the eager ``attention_with_sinks`` runs, and
+when one asks for ``moe.act`` / ``moe.expert_out`` the reference ``moe_experts`` runs with its per-pick hook.
 
 With no hooks and no trace each hook point is a call to an identity function: nothing measurable.
 """
@@ -54,13 +59,13 @@ from torch import nn
 from . import mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
+from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
 
 if TYPE_CHECKING:
     from .trace import Trace
 
 Tensor = torch.Tensor
 HookFn = Callable[[Tensor, str], Union[Tensor, None]]
-Names = Union[None, str, Sequence[str], Callable[[str], bool]]
 
 
 # ================================================================================================
@@ -296,13 +301,18 @@ class Experts(nn.Module):
 _EXPERT_CHUNK_BYTES = 1 << 28  # dequantized expert matrices held at once (bounded: 20b runs in < 16 GB)
 
 
-def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float) -> Tensor:
+def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float,
+                hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
     """sum_k weights[n, k] * expert_{idx[n, k]}(x[n]), batched by expert.
 
     x [N, H], idx [N, k] (int), weights [N, k] -> [N, H] in x's dtype. The N*k (token, pick) rows are
     grouped by expert; the picked experts are dequantized (a few at a time, bounded memory), each runs
     its matmul over its rows; SwiGLU runs once over all rows; the weighted outputs are scatter-added
     back to their tokens. Experts nobody picked are never touched.
+
+    ``hook(name, rows)`` (the per-pick path; None on the plain path, which a faster implementation may
+    replace) sees "act" [N, k, I] (SwiGLU output) and "expert_out" [N, k, H] (each pick's expert output
+    before weighting), both in x's dtype with rows in (token, pick) order, and may return replacements.
     """
     N, k = idx.shape
     H = x.shape[-1]
@@ -331,9 +341,21 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
                 torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
         return out
 
+    def per_pick(name: str, rows: Tensor) -> Tensor:
+        """Show the expert-grouped ``rows`` [N*k, X] to ``hook`` as [N, k, X] in token order; a
+        replacement comes back expert-grouped (unreplaced rows are returned as they were, unrounded)."""
+        if hook is None:
+            return rows
+        shown = torch.empty_like(rows, dtype=x.dtype)
+        shown[order] = rows.to(x.dtype)
+        shown = shown.view(N, k, -1)
+        new = hook(name, shown)
+        return rows if new is shown else new.reshape(N * k, -1)[order].to(rows.dtype)
+
     h = matmuls("mlp1_weight", x.to(cdt)[token], experts.mlp1_bias.to(cdt), experts.mlp1_bias.shape[1])
     act = swiglu(h.float(), limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
-    y = matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H).float()
+    act = per_pick("act", act)
+    y = per_pick("expert_out", matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H)).float()
     y *= weights.reshape(-1)[order].float().unsqueeze(-1)
     out = torch.zeros((N, H), dtype=torch.float32, device=x.device)
     out.index_put_((token,), y, accumulate=True)  # (index_add_ is far slower on CPU)
@@ -389,59 +411,8 @@ def get_backend(backend) -> object:
 
 
 # ================================================================================================
-# hook names and a forward pass's hook state
+# a forward pass's hook state (the hook points themselves are listed in workbench.hooks)
 # ================================================================================================
-
-ATTN_POINTS = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.probs", "attn.sink_prob", "attn.out")
-BLOCK_POINTS = (*ATTN_POINTS, "resid_mid", "moe.in", "moe.router_logits", "moe.expert_idx",
-                "moe.expert_weights", "moe.out", "resid_post")
-ATTN_INTERNALS = ("attn.scores", "attn.probs", "attn.sink_prob")
-
-
-def hook_names(num_layers: int) -> list[str]:
-    """Every hook point, in the order a forward pass reaches them."""
-    names = ["embed"]
-    for i in range(num_layers):
-        names += [f"blocks.{i}.{p}" for p in BLOCK_POINTS]
-    return names + ["final_norm", "logits"]
-
-
-def _is_pattern(s: str) -> bool:
-    return any(c in s for c in "*?[")
-
-
-def name_filter(names: Names, valid: Sequence[str]) -> Callable[[str], bool]:
-    """A predicate from None (everything), a name or glob, a list of them, or a predicate.
-
-    Names and globs are checked against ``valid``: one that matches no hook point is an error.
-    """
-    if names is None:
-        return lambda name: True
-    if callable(names):
-        return names
-    patterns = [names] if isinstance(names, str) else list(names)
-    exact, globs = set(), []
-    for p in patterns:
-        if not isinstance(p, str):
-            raise TypeError(f"hook names must be strings or glob patterns, got {p!r}")
-        if _is_pattern(p):
-            if not any(fnmatch.fnmatchcase(v, p) for v in valid):
-                raise ValueError(f"pattern {p!r} matches no hook point (names look like 'blocks.0.attn.q')")
-            globs.append(p)
-        elif p not in valid:
-            raise ValueError(_unknown_name(p, valid))
-        else:
-            exact.add(p)
-    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)
-
-
-def _unknown_name(name: str, valid: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, valid, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (names look like 'blocks.0.attn.q')"
-    return f"no hook point named {name!r}{hint}"
-
 
 class HookRun:
     """The hook state of one forward pass: which points are hooked or kept, and what was kept.
@@ -467,7 +438,7 @@ class HookRun:
     def fns(self, name: str) -> list[HookFn]:
         if name not in self._resolved:
             self._resolved[name] = [f for key, fns in self.hooks
-                                    if key == name or (_is_pattern(key) and fnmatch.fnmatchcase(name, key))
+                                    if key == name or (is_pattern(key) and fnmatch.fnmatchcase(name, key))
                                     for f in fns]
         return self._resolved[name]
 
@@ -611,6 +582,7 @@ class AttentionBlock(nn.Module):
                                      hook=lambda name, t: hp(f"attn.{name}", t))
         else:
             a = ctx.backend.attention(q, k, v, self.sinks, self.scale, self.window, offset)
+        a = hp("attn.z", a)  # [B, T, Hq, D]
         return hp("attn.out", self.out(a.reshape(B, T, Hq * D)))
 
 
@@ -641,8 +613,16 @@ class MLPBlock(nn.Module):
             idx = new_idx
             weights = torch.softmax(logits.float().gather(-1, idx), dim=-1)
         weights = hp("moe.expert_weights", weights)
-        y = ctx.backend.experts(t.reshape(B * T, H), idx.reshape(B * T, -1), weights.reshape(B * T, -1),
-                                self.experts, self.limit)
+        args = (t.reshape(B * T, H), idx.reshape(B * T, -1), weights.reshape(B * T, -1), self.experts, self.limit)
+        if ctx.run is not None and any(ctx.run.wants(f"blocks.{self.layer}.{p}") for p in MOE_PER_PICK):
+            def per_pick(name: str, rows: Tensor) -> Tensor:  # rows [B*T, k, X] <-> the hook point's [B, T, k, X]
+                shown = rows.view(B, T, *rows.shape[1:])
+                new = hp(f"moe.{name}", shown)
+                return rows if new is shown else new.flatten(0, 1)
+
+            y = moe_experts(*args, hook=per_pick)
+        else:
+            y = ctx.backend.experts(*args)
         return hp("moe.out", y.view(B, T, H))
 
 
