@@ -17,6 +17,13 @@ sandbox's pid namespace). It imports nothing but the standard library.
   Jupyter kernel: the value of a last expression is printed, exceptions print a traceback.
 
 Frames on every pipe are a 4-byte big-endian length and a UTF-8 JSON object.
+
+What the code can and cannot forge: the worker runs the code in its own process, so a cell's own
+end message (whether it raised, its CPU time) is the code's word, like its output; the supervisor
+tags each cell with a fresh random id, so a forged or stale end message can only end the code's own
+cell early, never a later one. Everything else (the isolation report, made before any code ran;
+time-outs, output caps, kills, restarts) is decided by the supervisor and the host, which the code
+cannot reach, and garbage from the worker restarts the session instead of being believed.
 """
 
 import ctypes
@@ -352,7 +359,7 @@ def start_worker(cfg, extra):
             libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             facts = dict(extra)
             if cfg["isolate"]:
-                readable = cfg["runtime"] + cfg["files"] + ["/proc", "/dev/zero", "/dev/random", "/dev/urandom"]
+                readable = cfg["runtime"] + cfg["files"] + ["/proc", "/dev"]
                 facts["landlock_abi"], facts["landlock_error"] = apply_landlock(readable, ["/mnt", "/dev/null"])
                 facts["seccomp_error"] = apply_seccomp()
             os.environ.clear()
@@ -423,7 +430,8 @@ def drain(fd, cap):
 def run_call(pid, code_w, out_r, done_r, request):
     """One cell: send it, collect output (capped), stop it at the deadline, read its end message."""
     timeout, max_output = float(request["timeout"]), int(request["max_output"])
-    send(code_w, {"code": request["code"], "cpu_seconds": request["cpu_seconds"]})
+    cell = os.urandom(16).hex()  # the worker echoes it: a stale or forged end message of an earlier cell is ignored
+    send(code_w, {"code": request["code"], "cpu_seconds": request["cpu_seconds"], "cell": cell})
     start = time.monotonic()
     deadline, interrupted_at = start + timeout, None
     out, truncated, timed_out, done = bytearray(), False, False, None
@@ -455,6 +463,8 @@ def run_call(pid, code_w, out_r, done_r, request):
                 done = recv(done_r, WORKER_FRAME_CAP)
             except (EOFError, ValueError, OSError):
                 break  # the worker died or wrote garbage
+            if done.get("cell") != cell:
+                done = None
         if not open_fds:
             break
     if done is not None and not truncated:
@@ -582,7 +592,7 @@ def worker_main(facts):
             os._exit(0 if error is None else 1)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         try:
-            send(done_fd, {"error": error, "cpu": usage.ru_utime + usage.ru_stime - used})
+            send(done_fd, {"error": error, "cpu": usage.ru_utime + usage.ru_stime - used, "cell": request.get("cell")})
         except OSError:
             return
 
