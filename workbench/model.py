@@ -42,6 +42,12 @@ a trace or hook asks for attention scores/probs/sink_prob the eager ``attention_
 when one asks for ``moe.act`` / ``moe.expert_out`` the reference ``moe_experts`` runs with its per-pick hook.
 
 With no hooks and no trace each hook point is a call to an identity function: nothing measurable.
+
+Gradients: every parameter is created frozen (``requires_grad=False``); ``model.requires_grad_(True)``
+makes them trainable (dense experts included), and a hook may return a leaf tensor that requires grad
+(d logit / d activation, also through packed MXFP4 experts, which themselves get no gradient). When
+autograd is recording, the attention and expert pieces take out-of-place twins of their in-place ops
+(``needs_grad``); under ``torch.no_grad()`` they run exactly as before.
 """
 
 from __future__ import annotations
@@ -114,6 +120,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         b = None if bias is None else bias[i:i + step].float()
         out[..., i:i + step] = F.linear(xf, weight[i:i + step].float(), b)
     return out
+
+
+def needs_grad(*tensors: Tensor) -> bool:
+    """True when autograd records ops on any of ``tensors``: then the pieces below avoid in-place ops and
+    ``out=`` arguments (which autograd cannot differentiate) and take their out-of-place twins."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def rms_norm(x: Tensor, scale: Tensor, eps: float = 1e-5) -> Tensor:
@@ -205,10 +217,11 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: 
         scores = hook("scores", scores)
     sink = sinks.float().view(1, Hq, 1, 1)
     m = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
-    probs = torch.sub(scores, m).exp_()
+    grad = needs_grad(scores, sinks)
+    probs = torch.sub(scores, m).exp() if grad else torch.sub(scores, m).exp_()
     e_sink = torch.exp(sink - m)
     denom = probs.sum(dim=-1, keepdim=True) + e_sink
-    probs.div_(denom)
+    probs = probs / denom if grad else probs.div_(denom)
     if hook is not None:
         new = hook("probs", probs)
         sink_prob = (e_sink / denom).squeeze(-1) if new is probs else (1 - new.sum(-1)).clamp_min(0)
@@ -266,8 +279,8 @@ class Experts(nn.Module):
             if isinstance(w, MXFP4Tensor):
                 self.register_buffer(f"{name}_blocks", w.blocks)
                 self.register_buffer(f"{name}_scales", w.scales)
-            else:
-                self.register_buffer(name, w)
+            else:  # dense: a parameter, so training can update it (frozen like every parameter until asked)
+                setattr(self, name, nn.Parameter(w, requires_grad=False))
         self.mlp1_bias = nn.Parameter(mlp1_bias, requires_grad=False)
         self.mlp2_bias = nn.Parameter(mlp2_bias, requires_grad=False)
 
@@ -327,10 +340,14 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
     for n in counts:
         starts.append(starts[-1] + n)
     used = [e for e, n in enumerate(counts) if n]
+    # Training and attribution: the same math out of place (dense expert weights may require grad; packed
+    # MXFP4 weights never do, but the activations flowing through them may).
+    grad = torch.is_grad_enabled() and needs_grad(x, weights, *experts.parameters())
 
     def matmuls(name: str, inp: Tensor, bias: Tensor, out_dim: int) -> Tensor:
         """out[rows of e] = inp[rows of e] W_e^T + b_e for every used expert e."""
-        out = torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
+        out = None if grad else torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
+        pieces = []
         per_expert = out_dim * inp.shape[1] * cdt.itemsize
         step = max(1, _EXPERT_CHUNK_BYTES // per_expert)
         for c in range(0, len(used), step):
@@ -338,8 +355,13 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
             W = experts.weights(name, chunk, cdt)  # [len(chunk), out, in]
             for j, e in enumerate(chunk):
                 rows = slice(starts[e], starts[e + 1])
-                torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
-        return out
+                if grad:
+                    pieces.append(torch.addmm(bias[e], inp[rows], W[j].T))
+                else:
+                    torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
+        if not grad:
+            return out
+        return torch.cat(pieces) if pieces else inp.new_zeros((0, out_dim))
 
     def per_pick(name: str, rows: Tensor) -> Tensor:
         """Show the expert-grouped ``rows`` [N*k, X] to ``hook`` as [N, k, X] in token order; a
@@ -356,7 +378,8 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
     act = swiglu(h.float(), limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
     act = per_pick("act", act)
     y = per_pick("expert_out", matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H)).float()
-    y *= weights.reshape(-1)[order].float().unsqueeze(-1)
+    picked = weights.reshape(-1)[order].float().unsqueeze(-1)
+    y = y * picked if grad else y.mul_(picked)
     out = torch.zeros((N, H), dtype=torch.float32, device=x.device)
     out.index_put_((token,), y, accumulate=True)  # (index_add_ is far slower on CPU)
     return out.to(x.dtype)
@@ -701,6 +724,12 @@ class Model(nn.Module):
     def hook_names(self) -> list[str]:
         """Every hook point name, in forward order."""
         return list(self._hook_names)
+
+    def canonical_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters under the checkpoint's canonical names (``embedding.weight``, ``block.0.mlp.mlp1_weight``,
+        ...): what training updates and what a checkpoint stores (packed MXFP4 experts are buffers, not here)."""
+        rename = {"embedding": "embedding.weight", "unembedding": "unembedding.weight"}
+        return {rename.get(n, n.replace(".mlp.experts.", ".mlp.")): p for n, p in self.named_parameters()}
 
     def new_cache(self, batch: int = 1) -> KVCache:
         return KVCache(self.config, batch)
