@@ -780,8 +780,16 @@ class Model(nn.Module):
         batched = tokens.dim() == 2
         return (tokens if batched else tokens[None]).to(self.device, torch.long), batched
 
+    def final_hidden(self, tokens, hooks: Mapping[str, HookFn | Sequence[HookFn]] | None = None) -> Tensor:
+        """The final RMSNorm's output [T, H] / [B, T, H]: the forward pass without the unembedding (a trainer
+        that computes logits over a subset of rows, or only at some positions, starts from here). ``hooks`` as
+        in ``run_with_hooks``."""
+        tokens_t, batched = self._as_batch(tokens)
+        run = HookRun(self._hook_names, hooks=hooks, batched=batched) if hooks else None
+        return self._forward(tokens_t, cache=None, run=run, last_only=False, batched=batched, unembed=False)
+
     def _forward(self, tokens, *, cache: KVCache | None, run: HookRun | None, last_only: bool,
-                 batched: bool | None = None) -> Tensor:
+                 batched: bool | None = None, unembed: bool = True) -> Tensor:
         if batched is None:
             tokens, batched = self._as_batch(tokens)
         B, T = tokens.shape
@@ -795,6 +803,8 @@ class Model(nn.Module):
         for block in self.block:
             x = block(x, ctx)
         x = hp("final_norm", self.norm(x))
+        if not unembed:
+            return x if batched else x[0]
         if last_only:
             x = x[:, -1:]
         logits = hp("logits", linear(x, self.unembedding))

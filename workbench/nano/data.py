@@ -311,6 +311,39 @@ def prompt(task: Task, effort: str, rng: random.Random | None = None) -> Convers
     return conv.user(task.question)
 
 
+_PYTHON_RESULTS: dict[str, str] = {}  # code -> what PythonTool answered (filled by prefetch_python)
+_MARK = "@@nano-snippet-{}@@"
+
+
+def prefetch_python(codes: Sequence[str]) -> None:
+    """Run many snippets through the real ``PythonTool`` in one sandboxed process (each with fresh globals, as
+    a stateless call would run it) and remember each one's output. The first snippet is also run alone and
+    must give the same text (the batch is a faster way to make the same calls, not a different tool)."""
+    todo = [c for c in dict.fromkeys(codes) if c not in _PYTHON_RESULTS]
+    if not todo:
+        return
+    python_tool = tools()[0]
+    script = "\n".join(f"print({_MARK.format(i)!r})\nexec(compile({c!r}, '<python>', 'exec'), {{'__name__': '__main__'}})"
+                       for i, c in enumerate(todo))
+    result = python_tool.call("python", script)
+    if result.error:
+        raise RuntimeError(f"the python tool failed on a batch of {len(todo)} training snippets: {result.error}")
+    parts = result.text.split("\n")
+    outputs, current = {}, None
+    for line in parts[:-1] if result.text.endswith("\n") else parts:
+        if line.startswith("@@nano-snippet-") and line.endswith("@@"):
+            current = int(line[len("@@nano-snippet-"):-2])
+            outputs[current] = ""
+        elif current is not None:
+            outputs[current] += line + "\n"
+    if sorted(outputs) != list(range(len(todo))):
+        raise RuntimeError("the python tool's batch output lost snippet markers")
+    alone = python_tool.call("python", todo[0])
+    if alone.error or alone.text != outputs[0]:
+        raise RuntimeError(f"batched python output {outputs[0]!r} differs from a single call's {alone.text!r}")
+    _PYTHON_RESULTS.update((c, outputs[i]) for i, c in enumerate(todo))
+
+
 def solve(task: Task, effort: str, conv: Conversation) -> Conversation:
     """Append the assistant's messages and the tools' real answers to ``conv`` (in place)."""
     python_tool, function_tools = tools()
@@ -319,11 +352,13 @@ def solve(task: Task, effort: str, conv: Conversation) -> Conversation:
     while True:
         if step.kind == "python":
             conv.assistant(step.text, channel="analysis", recipient="python", content_type="code")
-            result = python_tool.call("python", step.text)
-            if result.error:
-                raise RuntimeError(f"the python tool failed on training code {step.text!r}: {result.error}")
-            conv.tool("python", result.text, channel="analysis")
-            reply = result.text
+            if step.text not in _PYTHON_RESULTS:
+                result = python_tool.call("python", step.text)
+                if result.error:
+                    raise RuntimeError(f"the python tool failed on training code {step.text!r}: {result.error}")
+                _PYTHON_RESULTS[step.text] = result.text
+            reply = _PYTHON_RESULTS[step.text]
+            conv.tool("python", reply, channel="analysis")
         elif step.kind == "function":
             recipient = f"functions.{step.name}"
             conv.assistant(step.text, channel="commentary", recipient=recipient, content_type="<|constrain|>json")
@@ -430,27 +465,26 @@ def training_examples(n: int, seed: int = 0, *, families: dict[str, float] | Non
     weights = families or FAMILIES
     names = list(weights)
     rng = random.Random(f"nano/train/{seed}")
-    out, i = [], 0
-    bar = _bar(n, progress)
-    while len(out) < n:
+    chosen, i = [], 0
+    while len(chosen) < n:
         family, effort = rng.choices(names, weights=[weights[f] for f in names])[0], rng.choice(EFFORTS)
         task_rng = random.Random(f"nano/train/{seed}/{i}")
         i += 1
         task = MAKERS[family](task_rng)
-        if not trainable(family, task.question):
-            continue
-        conv = solve(task, effort, prompt(task, effort, task_rng))
-        ids, mask = tokens_and_mask(conv)
-        out.append(Example(family, effort, task.question, task.target, ids, mask))
-        bar.update(1)
-    bar.close()
+        if trainable(family, task.question):
+            chosen.append((task, effort, task_rng))
+    prefetch_python([t.meta["code"] for t, _, _ in chosen if "code" in t.meta])
+    out = []
+    for task, effort, task_rng in _bar(chosen, progress):
+        ids, mask = tokens_and_mask(solve(task, effort, prompt(task, effort, task_rng)))
+        out.append(Example(task.family, effort, task.question, task.target, ids, mask))
     return out
 
 
-def _bar(n: int, enabled: bool):
+def _bar(items, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=n, desc="data", unit="conv", disable=not enabled, leave=False)
+    return tqdm(items, desc="data", unit="conv", disable=not enabled, leave=False)
 
 
 def used_ids(examples: Sequence[Example]) -> list[int]:
