@@ -17,6 +17,7 @@ Built-in tools are offered as functions: ``python`` (argument ``code``) and ``br
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator, Sequence
 
 from openai_harmony import Role, TextContent
@@ -29,6 +30,20 @@ PYTHON_FUNCTION = {"name": "python", "description": "Run Python code statelessly
                    "parameters": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}}
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|password|secret)=)[^&\s#]*")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with credentials taken out of every URL in it (``user:pass@`` and key/token query
+    values become ``***``), so base URLs can go into logs, reprs and eval records.
+
+    >>> redact_url("http://user:pw@host:8000/v1?api_key=sk-1&x=2")
+    'http://***@host:8000/v1?api_key=***&x=2'
+    """
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
 def _text(message) -> str:
     return "".join(c.text for c in message.content if isinstance(c, TextContent))
 
@@ -37,8 +52,9 @@ def tool_functions(conv: Conversation) -> list[dict]:
     """The conversation's tools as chat-completions ``tools`` entries."""
     out = []
     for ns_name, ns in conv.namespaces.items():
-        if ns_name == "python":
-            out.append({"type": "function", "function": PYTHON_FUNCTION})
+        if ns_name == "python":  # the declared description (PythonTool states its real limits), if any
+            out.append({"type": "function", "function": {**PYTHON_FUNCTION,
+                                                         "description": ns.description or PYTHON_FUNCTION["description"]}})
             continue
         for tool in ns.tools:
             name = tool.name if ns_name == "functions" else f"{ns_name}_{tool.name}"
@@ -129,7 +145,7 @@ class OpenAIBackend(Backend):
         yield from _HarmonyWriter(builtins).run(self.client.chat.completions.create(**kwargs))
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend({self.model!r}, base_url={str(getattr(self.client, 'base_url', ''))!r})"
+        return f"OpenAIBackend({self.model!r}, base_url={redact_url(str(getattr(self.client, 'base_url', '')))!r})"
 
 
 class _HarmonyWriter:
