@@ -29,8 +29,12 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#define WB_X86 1
 #include <immintrin.h>
-#include <omp.h>
+#else
+#define WB_X86 0  // other CPUs: the portable scalar kernels only
+#endif
 
 #define WB_ABI_VERSION 2
 
@@ -77,6 +81,9 @@ inline float load_as_f32(const void* p, int bf16, int64_t i) {
 enum Isa { SCALAR = 0, AVX2 = 1, AVX512 = 2, AVX512BF16 = 3 };
 
 int detect_isa() {
+#if !WB_X86
+    return SCALAR;
+#else
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512vl");
@@ -84,6 +91,7 @@ int detect_isa() {
     if (avx512) return AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return AVX2;
     return SCALAR;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -125,6 +133,7 @@ void dot_scalar(const uint8_t* const* brow, const uint8_t* const* srow, const fl
         }
 }
 
+#if WB_X86
 __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -227,6 +236,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))) void do
         for (int r = 0; r < RB; ++r) res[r][o] = _mm512_reduce_add_ps(acc[o][r]);
 }
 
+#endif  // WB_X86
+
 // Activation rows of one group in the chosen path's order.
 struct Acts {
     int bf16_path;
@@ -239,23 +250,27 @@ template <int OB, int RB>
 void dot(int isa, const Acts& a, int64_t r0, const uint8_t* const* brow, const uint8_t* const* srow,
          float (*res)[OB]) {
     const int64_t G = a.K / QK;
+#if WB_X86
     if (a.bf16_path) {
         const uint16_t* x[RB];
         for (int r = 0; r < RB; ++r) x[r] = a.b16 + (r0 + r) * a.K;
         dot_avx512bf16<OB, RB>(brow, srow, x, G, res);
         return;
     }
+#endif
     const float* x[RB];
     for (int r = 0; r < RB; ++r) x[r] = a.f32 + (r0 + r) * a.K;
-    if (isa >= AVX512) dot_avx512<OB, RB>(brow, srow, x, G, res);
-    else if (isa == AVX2) dot_avx2<OB, RB>(brow, srow, x, G, res);
-    else dot_scalar<OB, RB>(brow, srow, x, G, res);
+#if WB_X86
+    if (isa >= AVX512) return dot_avx512<OB, RB>(brow, srow, x, G, res);
+    if (isa == AVX2) return dot_avx2<OB, RB>(brow, srow, x, G, res);
+#endif
+    dot_scalar<OB, RB>(brow, srow, x, G, res);
 }
 
 // out[r, o] for activation rows [r0, r0 + RB) against weight rows [o0, o1) of one expert.
 template <int RB>
 void rows_block(int isa, const Acts& a, int64_t r0, const uint8_t* eb, int64_t b_o, const uint8_t* es,
-                int64_t s_o, int64_t o0, int64_t o1, const float* bias, float* out, int64_t ldo) {
+                int64_t s_o, int64_t o0, int64_t o1, const void* bias, int bias_bf16, float* out, int64_t ldo) {
     constexpr int OB = 4;
     float res[RB][OB];
     for (int64_t o = o0; o < o1; o += OB) {
@@ -268,7 +283,121 @@ void rows_block(int isa, const Acts& a, int64_t r0, const uint8_t* eb, int64_t b
         }
         dot<OB, RB>(isa, a, r0, b, s, res);
         for (int r = 0; r < RB; ++r)
-            for (int j = 0; j < n; ++j) out[(r0 + r) * ldo + o + j] = res[r][j] + (bias ? bias[o + j] : 0.f);
+            for (int j = 0; j < n; ++j) out[(r0 + r) * ldo + o + j] = res[r][j] + (bias ? load_as_f32(bias, bias_bf16, o + j) : 0.f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// bf16 weights: res[r][o] = sum_k x[r][k] W[o][k] for OB weight rows and RB activation rows, both bf16,
+// products exact in fp32, fp32 accumulation (16 lanes, or 8 with AVX2, reduced pairwise at the end).
+// ---------------------------------------------------------------------------------------------------------
+
+template <int OB, int RB>
+void gemv_scalar(const uint16_t* const* w, const uint16_t* const* x, int64_t K, float (*res)[OB]) {
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) {
+            float acc = 0.f;
+            for (int64_t k = 0; k < K; ++k) acc += bf16_to_f32(w[o][k]) * bf16_to_f32(x[r][k]);
+            res[r][o] = acc;
+        }
+}
+
+#if WB_X86
+__attribute__((target("avx2,fma"))) inline __m256 widen8(const uint16_t* p) {  // 8 bf16 -> fp32
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+}
+
+template <int OB, int RB>
+__attribute__((target("avx2,fma"))) void gemv_avx2(const uint16_t* const* w, const uint16_t* const* x, int64_t K,
+                                                   float (*res)[OB]) {
+    __m256 acc[OB][RB];
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) acc[o][r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[RB];
+        for (int r = 0; r < RB; ++r) xv[r] = widen8(x[r] + k);
+        for (int o = 0; o < OB; ++o) {
+            const __m256 wv = widen8(w[o] + k);
+            for (int r = 0; r < RB; ++r) acc[o][r] = _mm256_fmadd_ps(wv, xv[r], acc[o][r]);
+        }
+    }
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) {
+            float tail = 0.f;
+            for (int64_t t = k; t < K; ++t) tail += bf16_to_f32(w[o][t]) * bf16_to_f32(x[r][t]);
+            res[r][o] = hsum256(acc[o][r]) + tail;
+        }
+}
+
+template <int OB, int RB>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) void gemv_avx512(
+        const uint16_t* const* w, const uint16_t* const* x, int64_t K, float (*res)[OB]) {
+    __m512 acc[OB][RB];
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) acc[o][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 m = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+        __m512 xv[RB];
+        for (int r = 0; r < RB; ++r)
+            xv[r] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, x[r] + k)), 16));
+        for (int o = 0; o < OB; ++o) {
+            const __m512 wv =
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w[o] + k)), 16));
+            for (int r = 0; r < RB; ++r) acc[o][r] = _mm512_fmadd_ps(wv, xv[r], acc[o][r]);
+        }
+    }
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) res[r][o] = _mm512_reduce_add_ps(acc[o][r]);
+}
+
+// vdpbf16ps: 32 products per instruction, two per fp32 lane.
+template <int OB, int RB>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))) void gemv_avx512bf16(
+        const uint16_t* const* w, const uint16_t* const* x, int64_t K, float (*res)[OB]) {
+    __m512 acc[OB][RB];
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) acc[o][r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+        const __mmask32 m = K - k >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (K - k)) - 1);
+        __m512bh xv[RB];
+        for (int r = 0; r < RB; ++r) xv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, x[r] + k);
+        for (int o = 0; o < OB; ++o) {
+            const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w[o] + k);
+            for (int r = 0; r < RB; ++r) acc[o][r] = _mm512_dpbf16_ps(acc[o][r], wv, xv[r]);
+        }
+    }
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < RB; ++r) res[r][o] = _mm512_reduce_add_ps(acc[o][r]);
+}
+
+#endif  // WB_X86
+
+template <int RB>
+void gemv_rows(int isa, const uint16_t* x, int64_t r0, int64_t K, const uint16_t* W, int64_t ldw, int64_t o0,
+               int64_t o1, const void* bias, int bias_bf16, void* out, int out_bf16, int64_t ldo) {
+    constexpr int OB = 4;
+    const uint16_t* xr[RB];
+    for (int r = 0; r < RB; ++r) xr[r] = x + (r0 + r) * K;
+    float res[RB][OB];
+    for (int64_t o = o0; o < o1; o += OB) {
+        const int n = int(std::min<int64_t>(OB, o1 - o));
+        const uint16_t* wr[OB];
+        for (int j = 0; j < OB; ++j) wr[j] = W + (o + std::min(j, n - 1)) * ldw;
+#if WB_X86
+        if (isa == AVX512BF16) gemv_avx512bf16<OB, RB>(wr, xr, K, res);
+        else if (isa == AVX512) gemv_avx512<OB, RB>(wr, xr, K, res);
+        else if (isa == AVX2) gemv_avx2<OB, RB>(wr, xr, K, res);
+        else
+#endif
+            gemv_scalar<OB, RB>(wr, xr, K, res);
+        for (int r = 0; r < RB; ++r)
+            for (int j = 0; j < n; ++j) {
+                const float v = res[r][j] + (bias ? load_as_f32(bias, bias_bf16, o + j) : 0.f);
+                const int64_t at = (r0 + r) * ldo + o + j;
+                if (out_bf16) static_cast<uint16_t*>(out)[at] = f32_to_bf16(v);
+                else static_cast<float*>(out)[at] = v;
+            }
     }
 }
 
@@ -286,13 +415,13 @@ int wb_best_isa() { return detect_isa(); }
 //   x       [R, K] row-major, fp32 or bf16 (x_bf16); K a multiple of 32.
 //   W_e     blocks + e*b_e: uint8 [O, K/32, 16] with row stride b_o bytes (a row's blocks contiguous),
 //           scales + e*s_e: uint8 [O, K/32] with row stride s_o.
-//   bias    fp32 [., O] with row stride bias_e, or NULL.
+//   bias    fp32 or bf16 (bias_bf16) [., O] with row stride bias_e elements, or NULL.
 //   out     fp32, row stride ldo.
 //   isa     <= wb_best_isa(); the bf16 dot-product path is taken when isa is 3, x is bf16 and K % 64 == 0.
 void wb_mxfp4_linear(const void* x, int x_bf16, int64_t K, const int64_t* group_rows, const int64_t* group_expert,
                      int64_t n_groups, const uint8_t* blocks, int64_t b_e, int64_t b_o, const uint8_t* scales,
-                     int64_t s_e, int64_t s_o, int64_t O, const float* bias, int64_t bias_e, float* out,
-                     int64_t ldo, int isa, int threads) {
+                     int64_t s_e, int64_t s_o, int64_t O, const void* bias, int bias_bf16, int64_t bias_e,
+                     float* out, int64_t ldo, int isa, int threads) {
     const int64_t R = group_rows[n_groups];
     Acts a{isa == AVX512BF16 && x_bf16 && K % (2 * QK) == 0, nullptr, nullptr, K};
     std::vector<float> xf;
@@ -315,12 +444,27 @@ void wb_mxfp4_linear(const void* x, int x_bf16, int64_t K, const int64_t* group_
         const int64_t e = group_expert[g];
         const uint8_t* eb = blocks + e * b_e;
         const uint8_t* es = scales + e * s_e;
-        const float* be = bias ? bias + e * bias_e : nullptr;
+        const void* be = bias ? static_cast<const char*>(bias) + e * bias_e * (bias_bf16 ? 2 : 4) : nullptr;
         int64_t r = group_rows[g];
         const int64_t r1 = group_rows[g + 1];
-        for (; r + 4 <= r1; r += 4) rows_block<4>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, out, ldo);
-        for (; r + 2 <= r1; r += 2) rows_block<2>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, out, ldo);
-        for (; r < r1; ++r) rows_block<1>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, out, ldo);
+        for (; r + 4 <= r1; r += 4) rows_block<4>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);
+        for (; r + 2 <= r1; r += 2) rows_block<2>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);
+        for (; r < r1; ++r) rows_block<1>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);
+    }
+}
+
+// out[r, o] = sum_k x[r, k] W[o, k] + bias[o] for bf16 x [R, K] and W [O, K] (row stride ldw), fp32
+// accumulation; bias fp32 or bf16 or NULL; out fp32 or bf16 (rounded to nearest even), row stride ldo.
+void wb_bf16_linear(const uint16_t* x, int64_t R, int64_t K, const uint16_t* W, int64_t ldw, int64_t O,
+                    const void* bias, int bias_bf16, void* out, int out_bf16, int64_t ldo, int isa, int threads) {
+    const int64_t chunk = 64, items = (O + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t it = 0; it < items; ++it) {
+        const int64_t o0 = it * chunk, o1 = std::min(O, o0 + chunk);
+        int64_t r = 0;
+        for (; r + 4 <= R; r += 4) gemv_rows<4>(isa, x, r, K, W, ldw, o0, o1, bias, bias_bf16, out, out_bf16, ldo);
+        for (; r + 2 <= R; r += 2) gemv_rows<2>(isa, x, r, K, W, ldw, o0, o1, bias, bias_bf16, out, out_bf16, ldo);
+        for (; r < R; ++r) gemv_rows<1>(isa, x, r, K, W, ldw, o0, o1, bias, bias_bf16, out, out_bf16, ldo);
     }
 }
 
