@@ -1,7 +1,8 @@
 """The gpt-oss forward pass in plain torch, written to be read top to bottom.
 
 One block, with the hook point each quantity is exposed at (shapes without the optional batch dim;
-T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value heads, D head_dim, E experts):
+T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value heads, D head_dim, E experts,
+I expert intermediate size; ``workbench.hooks`` holds these facts as data):
 
     x = embedding[tokens]                                          "embed"                   [T, H]
     for each block i (prefix "blocks.{i}."):
@@ -10,12 +11,15 @@ T new tokens, S keys = cached + new, H hidden, Hq query heads, Hkv key/value hea
         s_hij = q_hi . k_gj / sqrt(D) + mask_ij    (g = h's KV head) "attn.scores"           [Hq, T, S]
         w_hij = exp(s_hij) / (sum_j exp(s_hij) + exp(sink_h))       "attn.probs"              [Hq, T, S]
         sink_hi = exp(sink_h) / (same denominator)                  "attn.sink_prob"          [Hq, T]
-        a = concat_h(sum_j w_hij v_gj) Wo^T + bo                    "attn.out"                [T, H]
+        z_hi = sum_j w_hij v_gj                                     "attn.z"                  [T, Hq, D]
+        a = concat_h(z_h) Wo^T + bo                                 "attn.out"                [T, H]
         x = x + a                                                   "resid_mid"               [T, H]
         t = RMSNorm(x)                                              "moe.in"                  [T, H]
         l = t Wg^T + bg                                             "moe.router_logits"       [T, E]
         picks = top-k(l) (sorted); g = softmax(l[picks])            "moe.expert_idx", "moe.expert_weights"  [T, k]
-        m = sum_k g_k * expert_{picks_k}(t)                         "moe.out"                 [T, H]
+        u_k = swiglu(t W1_{picks_k}^T + b1_{picks_k})               "moe.act"                 [T, k, I]
+        y_k = u_k W2_{picks_k}^T + b2_{picks_k}                     "moe.expert_out"          [T, k, H]
+        m = sum_k g_k * y_k                                         "moe.out"                 [T, H]
         x = x + m                                                   "resid_post"              [T, H]
     t = RMSNorm(x)                                                 "final_norm"              [T, H]
     logits = t Wu^T                                                "logits"                  [T, V]
@@ -41,10 +45,17 @@ Swappable pieces (a backend replaces them; see ``TorchBackend``): the attention 
 and the expert computation, each a plain function of tensors. The torch backend runs prefill attention
 through torch's fused SDPA in query chunks (``sdpa_with_sinks``: equal to the eager math, no T x S mask,
 memory ~chunk x S), which also yields the sink mass; only when a trace or hook asks for attention
-scores/probs does the eager ``attention_with_sinks`` run (it materialises [B, Hq, T, S]). A long input
-fed through a cache without hooks goes ``_PREFILL_CHUNK`` tokens at a time (bounded memory).
+scores/probs does the eager ``attention_with_sinks`` run (it materialises [B, Hq, T, S]); when one asks
+for ``moe.act`` / ``moe.expert_out`` the reference ``moe_experts`` runs with its per-pick hook. A long
+input fed through a cache without hooks goes ``_PREFILL_CHUNK`` tokens at a time (bounded memory).
 
 With no hooks and no trace each hook point is a call to an identity function: nothing measurable.
+
+Gradients: every parameter is created frozen (``requires_grad=False``); ``model.requires_grad_(True)``
+makes them trainable (dense experts included), and a hook may return a leaf tensor that requires grad
+(d logit / d activation, also through packed MXFP4 experts, which themselves get no gradient). When
+autograd is recording, the attention and expert pieces take out-of-place twins of their in-place ops
+(``needs_grad``); under ``torch.no_grad()`` they run exactly as before.
 """
 
 from __future__ import annotations
@@ -63,13 +74,13 @@ from . import mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
 from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
+from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
 
 if TYPE_CHECKING:
     from .trace import Trace
 
 Tensor = torch.Tensor
 HookFn = Callable[[Tensor, str], Union[Tensor, None]]
-Names = Union[None, str, Sequence[str], Callable[[str], bool]]
 
 
 # ================================================================================================
@@ -118,6 +129,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         b = None if bias is None else bias[i:i + step].float()
         out[..., i:i + step] = F.linear(xf, weight[i:i + step].float(), b)
     return out
+
+
+def needs_grad(*tensors: Tensor) -> bool:
+    """True when autograd records ops on any of ``tensors``: then the pieces below avoid in-place ops and
+    ``out=`` arguments (which autograd cannot differentiate) and take their out-of-place twins."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def rms_norm(x: Tensor, scale: Tensor, eps: float = 1e-5) -> Tensor:
@@ -204,10 +221,11 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: 
         scores = hook("scores", scores)
     sink = sinks.float().view(1, Hq, 1, 1)
     m = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
-    probs = torch.sub(scores, m).exp_()
+    grad = needs_grad(scores, sinks)
+    probs = torch.sub(scores, m).exp() if grad else torch.sub(scores, m).exp_()
     e_sink = torch.exp(sink - m)
     denom = probs.sum(dim=-1, keepdim=True) + e_sink
-    probs.div_(denom)
+    probs = probs / denom if grad else probs.div_(denom)
     sink_prob = (e_sink / denom).squeeze(-1)
     if hook is not None:
         new = hook("probs", probs)
@@ -250,8 +268,7 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float
     pad = lambda x: F.pad(x.to(cdt).transpose(1, 2), (0, 1))
     k1, v1 = torch.cat([unit, pad(k)], 2), torch.cat([unit, pad(v)], 2)
     sink_col = (sinks.float() / scale).clamp(-1e30, 1e30).to(cdt).view(1, Hq, 1, 1)  # finite: -inf * 0 is nan
-    out = torch.empty((B, T, Hq, D), dtype=q.dtype, device=q.device)
-    sink_prob = torch.empty((B, Hq, T), dtype=torch.float32, device=q.device)
+    outs = []
     for a in range(0, T, chunk):
         b = min(T, a + chunk)
         lo, hi = 0, S  # keys these queries may see (by column, when keys are in column order)
@@ -266,10 +283,10 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float
             va = torch.cat([v1[:, :, :1], v1[:, :, 1 + lo:1 + hi]], 2)
         seen = pos.visible(window, slice(a, b), slice(lo, hi))  # [B or 1, b-a, hi-lo]
         mask = F.pad(seen, (1, 0), value=True)[:, None]  # the sink is seen by every query
-        o = F.scaled_dot_product_attention(qa, ka, va, attn_mask=mask, scale=scale, enable_gqa=Hq != Hkv)
-        out[:, a:b] = o[..., :D].transpose(1, 2)
-        sink_prob[:, :, a:b] = o[..., D].float()
-    return (out, sink_prob) if return_sink_prob else out
+        outs.append(F.scaled_dot_product_attention(qa, ka, va, attn_mask=mask, scale=scale, enable_gqa=Hq != Hkv))
+    o = outs[0] if len(outs) == 1 else torch.cat(outs, 2)  # [B, Hq, T, D + 1]
+    out = o[..., :D].transpose(1, 2).to(q.dtype)
+    return (out, o[..., D].float()) if return_sink_prob else out
 
 
 _SDPA_MIN_QUERIES = 16  # below this (decode) the eager path is faster
@@ -297,8 +314,8 @@ class Experts(nn.Module):
             if isinstance(w, MXFP4Tensor):
                 self.register_buffer(f"{name}_blocks", w.blocks)
                 self.register_buffer(f"{name}_scales", w.scales)
-            else:
-                self.register_buffer(name, w)
+            else:  # dense: a parameter, so training can update it (frozen like every parameter until asked)
+                setattr(self, name, nn.Parameter(w, requires_grad=False))
         self.mlp1_bias = nn.Parameter(mlp1_bias, requires_grad=False)
         self.mlp2_bias = nn.Parameter(mlp2_bias, requires_grad=False)
 
@@ -332,13 +349,18 @@ class Experts(nn.Module):
 _EXPERT_CHUNK_BYTES = 1 << 28  # dequantized expert matrices held at once (bounded: 20b runs in < 16 GB)
 
 
-def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float) -> Tensor:
+def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit: float,
+                hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
     """sum_k weights[n, k] * expert_{idx[n, k]}(x[n]), batched by expert.
 
     x [N, H], idx [N, k] (int), weights [N, k] -> [N, H] in x's dtype. The N*k (token, pick) rows are
     grouped by expert; the picked experts are dequantized (a few at a time, bounded memory), each runs
     its matmul over its rows; SwiGLU runs once over all rows; the weighted outputs are scatter-added
     back to their tokens. Experts nobody picked are never touched.
+
+    ``hook(name, rows)`` (the per-pick path; None on the plain path, which a faster implementation may
+    replace) sees "act" [N, k, I] (SwiGLU output) and "expert_out" [N, k, H] (each pick's expert output
+    before weighting), both in x's dtype with rows in (token, pick) order, and may return replacements.
     """
     N, k = idx.shape
     H = x.shape[-1]
@@ -353,10 +375,14 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
     for n in counts:
         starts.append(starts[-1] + n)
     used = [e for e, n in enumerate(counts) if n]
+    # Training and attribution: the same math out of place (dense expert weights may require grad; packed
+    # MXFP4 weights never do, but the activations flowing through them may).
+    grad = torch.is_grad_enabled() and needs_grad(x, weights, *experts.parameters())
 
     def matmuls(name: str, inp: Tensor, bias: Tensor, out_dim: int) -> Tensor:
         """out[rows of e] = inp[rows of e] W_e^T + b_e for every used expert e."""
-        out = torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
+        out = None if grad else torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
+        pieces = []
         per_expert = out_dim * inp.shape[1] * cdt.itemsize
         step = max(1, _EXPERT_CHUNK_BYTES // per_expert)
         for c in range(0, len(used), step):
@@ -364,13 +390,31 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
             W = experts.weights(name, chunk, cdt)  # [len(chunk), out, in]
             for j, e in enumerate(chunk):
                 rows = slice(starts[e], starts[e + 1])
-                torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
-        return out
+                if grad:
+                    pieces.append(torch.addmm(bias[e], inp[rows], W[j].T))
+                else:
+                    torch.addmm(bias[e], inp[rows], W[j].T, out=out[rows])
+        if not grad:
+            return out
+        return torch.cat(pieces) if pieces else inp.new_zeros((0, out_dim))
+
+    def per_pick(name: str, rows: Tensor) -> Tensor:
+        """Show the expert-grouped ``rows`` [N*k, X] to ``hook`` as [N, k, X] in token order; a
+        replacement comes back expert-grouped (unreplaced rows are returned as they were, unrounded)."""
+        if hook is None:
+            return rows
+        shown = torch.empty_like(rows, dtype=x.dtype)
+        shown[order] = rows.to(x.dtype)
+        shown = shown.view(N, k, -1)
+        new = hook(name, shown)
+        return rows if new is shown else new.reshape(N * k, -1)[order].to(rows.dtype)
 
     h = matmuls("mlp1_weight", x.to(cdt)[token], experts.mlp1_bias.to(cdt), experts.mlp1_bias.shape[1])
     act = swiglu(h.float(), limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
-    y = matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H).float()
-    y *= weights.reshape(-1)[order].float().unsqueeze(-1)
+    act = per_pick("act", act)
+    y = per_pick("expert_out", matmuls("mlp2_weight", act, experts.mlp2_bias.to(cdt), H)).float()
+    picked = weights.reshape(-1)[order].float().unsqueeze(-1)
+    y = y * picked if grad else y.mul_(picked)
     out = torch.zeros((N, H), dtype=torch.float32, device=x.device)
     out.index_put_((token,), y, accumulate=True)  # (index_add_ is far slower on CPU)
     return out.to(x.dtype)
@@ -429,59 +473,8 @@ def get_backend(backend) -> object:
 
 
 # ================================================================================================
-# hook names and a forward pass's hook state
+# a forward pass's hook state (the hook points themselves are listed in workbench.hooks)
 # ================================================================================================
-
-ATTN_POINTS = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.scores", "attn.probs", "attn.sink_prob", "attn.out")
-BLOCK_POINTS = (*ATTN_POINTS, "resid_mid", "moe.in", "moe.router_logits", "moe.expert_idx",
-                "moe.expert_weights", "moe.out", "resid_post")
-ATTN_INTERNALS = ("attn.scores", "attn.probs")  # only the eager attention makes these (sink_prob comes free)
-
-
-def hook_names(num_layers: int) -> list[str]:
-    """Every hook point, in the order a forward pass reaches them."""
-    names = ["embed"]
-    for i in range(num_layers):
-        names += [f"blocks.{i}.{p}" for p in BLOCK_POINTS]
-    return names + ["final_norm", "logits"]
-
-
-def _is_pattern(s: str) -> bool:
-    return any(c in s for c in "*?[")
-
-
-def name_filter(names: Names, valid: Sequence[str]) -> Callable[[str], bool]:
-    """A predicate from None (everything), a name or glob, a list of them, or a predicate.
-
-    Names and globs are checked against ``valid``: one that matches no hook point is an error.
-    """
-    if names is None:
-        return lambda name: True
-    if callable(names):
-        return names
-    patterns = [names] if isinstance(names, str) else list(names)
-    exact, globs = set(), []
-    for p in patterns:
-        if not isinstance(p, str):
-            raise TypeError(f"hook names must be strings or glob patterns, got {p!r}")
-        if _is_pattern(p):
-            if not any(fnmatch.fnmatchcase(v, p) for v in valid):
-                raise ValueError(f"pattern {p!r} matches no hook point (names look like 'blocks.0.attn.q')")
-            globs.append(p)
-        elif p not in valid:
-            raise ValueError(_unknown_name(p, valid))
-        else:
-            exact.add(p)
-    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)
-
-
-def _unknown_name(name: str, valid: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, valid, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (names look like 'blocks.0.attn.q')"
-    return f"no hook point named {name!r}{hint}"
-
 
 class HookRun:
     """The hook state of one forward pass: which points are hooked or kept, and what was kept.
@@ -507,7 +500,7 @@ class HookRun:
     def fns(self, name: str) -> list[HookFn]:
         if name not in self._resolved:
             self._resolved[name] = [f for key, fns in self.hooks
-                                    if key == name or (_is_pattern(key) and fnmatch.fnmatchcase(name, key))
+                                    if key == name or (is_pattern(key) and fnmatch.fnmatchcase(name, key))
                                     for f in fns]
         return self._resolved[name]
 
@@ -608,6 +601,7 @@ class AttentionBlock(nn.Module):
         else:
             a, sink_prob = ctx.backend.attention(q, k, v, self.sinks, self.scale, self.window, where)
             hp("attn.sink_prob", sink_prob)  # read-only here as in the eager path: replace attn.probs to change it
+        a = hp("attn.z", a)  # [B, T, Hq, D]
         return hp("attn.out", self.out(a.reshape(B, T, Hq * D)))
 
 
@@ -638,8 +632,16 @@ class MLPBlock(nn.Module):
             idx = new_idx
             weights = torch.softmax(logits.float().gather(-1, idx), dim=-1)
         weights = hp("moe.expert_weights", weights)
-        y = ctx.backend.experts(t.reshape(B * T, H), idx.reshape(B * T, -1), weights.reshape(B * T, -1),
-                                self.experts, self.limit)
+        args = (t.reshape(B * T, H), idx.reshape(B * T, -1), weights.reshape(B * T, -1), self.experts, self.limit)
+        if ctx.run is not None and any(ctx.run.wants(f"blocks.{self.layer}.{p}") for p in MOE_PER_PICK):
+            def per_pick(name: str, rows: Tensor) -> Tensor:  # rows [B*T, k, X] <-> the hook point's [B, T, k, X]
+                shown = rows.view(B, T, *rows.shape[1:])
+                new = hp(f"moe.{name}", shown)
+                return rows if new is shown else new.flatten(0, 1)
+
+            y = moe_experts(*args, hook=per_pick)
+        else:
+            y = ctx.backend.experts(*args)
         return hp("moe.out", y.view(B, T, H))
 
 
@@ -737,6 +739,12 @@ class Model(nn.Module):
     def hook_names(self) -> list[str]:
         """Every hook point name, in forward order."""
         return list(self._hook_names)
+
+    def canonical_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters under the checkpoint's canonical names (``embedding.weight``, ``block.0.mlp.mlp1_weight``,
+        ...): what training updates and what a checkpoint stores (packed MXFP4 experts are buffers, not here)."""
+        rename = {"embedding": "embedding.weight", "unembedding": "unembedding.weight"}
+        return {rename.get(n, n.replace(".mlp.experts.", ".mlp.")): p for n, p in self.named_parameters()}
 
     def new_cache(self, batch: int = 1, *, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch`` sequences, allocated now on the model's device. ``max_len``: room for
