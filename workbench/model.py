@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import mxfp4
+from . import cpu_kernels, mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
 from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
@@ -79,39 +79,50 @@ HookFn = Callable[[Tensor, str], Union[Tensor, None]]
 # ================================================================================================
 
 def _native_low_precision_matmul() -> bool:
-    """True if this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX); env var overrides."""
+    """True if this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX tiles); env var overrides."""
     env = os.environ.get("WORKBENCH_CPU_BF16_MATMUL")
     if env is not None:
         return env == "1"
-    cpu = getattr(torch._C, "_cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return bool(cpu) and any(getattr(cpu, c, lambda: False)() for c in checks)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's run-time CPU checks
+    return any(getattr(torch.cpu, c, lambda: False)() for c in checks)
 
 
 _NATIVE_BF16 = _native_low_precision_matmul()
-_UPCAST_MIN_ROWS = 16  # below this a bf16 GEMV is cheaper than converting the weight to fp32
+_GEMM_MIN_ROWS = 16  # from this many rows a bf16 GEMM (native) or an fp32 GEMM of upcast weights is used; below
+                     # it the bf16 matrix-vector kernel (workbench.cpu_kernels), which reads W once at bandwidth
 _UPCAST_CHUNK_BYTES = 1 << 25  # fp32 weight rows converted at a time: bounded extra memory
-_UPCAST_SMALL_WEIGHT = 1 << 16  # weights this small are always multiplied in fp32 (torch 2.13 on a CPU without
-                                # native bf16 takes ~8 ms for a [1, 64] x [64, 96] bf16 GEMM, 0.06 ms upcast)
+_UPCAST_SMALL_WEIGHT = 1 << 16  # weights this small are always multiplied in fp32 (torch 2.13 takes ~8 ms for a
+                                # [1, 64] x [64, 96] bf16 GEMM, 0.06 ms upcast)
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
-    """The dtype matmul-heavy pieces compute in: fp32 on CPUs without native bf16/fp16 matmul, else ``dtype``."""
-    if dtype == torch.float32 or torch.device(device).type != "cpu" or _NATIVE_BF16:
+    """The dtype the attention core and the pure-torch experts compute in: ``dtype``, but fp32 on CPUs.
+
+    On a CPU their matmuls are small-K or few-row ones, where bf16 gains little even with native bf16 and
+    rounds intermediate scores; ``linear`` takes bf16 GEMMs where they pay.
+    """
+    if dtype == torch.float32 or torch.device(device).type != "cpu":
         return dtype
     return torch.float32
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """y = x W^T + b, in x's dtype. x [..., in], W [out, in], b [out] -> [..., out].
+    """y = x W^T + b, in x's dtype, fp32 accumulation. x [..., in], W [out, in], b [out] -> [..., out].
 
-    Without native bf16 matmul (most CPUs) a bf16 GEMM is ~10x slower than fp32, so for more than a few
-    rows the weight is converted to fp32 a chunk of rows at a time, multiplied in fp32 and the result
-    rounded to bf16: the same value a bf16 GEMM with fp32 accumulation gives, in a fraction of the time.
+    On a CPU with bf16 x and W, by row count: fewer than 16 rows go through ``cpu_kernels.bf16_linear`` (reads
+    the bf16 weight once, at memory bandwidth; a torch bf16 GEMV is ~3x slower); more rows through a native
+    bf16 GEMM where the CPU has one (AVX512-BF16/AMX), else the weight is converted to fp32 a chunk of rows
+    at a time and multiplied in fp32 (a bf16 GEMM without native support is ~10x slower). Every route gives
+    the fp32-accumulated sum rounded to bf16. Small weights are always multiplied in fp32.
     """
+    if x.dtype == torch.float32 or x.device.type != "cpu":
+        return F.linear(x, weight, bias)
     rows = x.numel() // max(1, x.shape[-1])
-    small = weight.numel() <= _UPCAST_SMALL_WEIGHT  # converting is nearly free, and small-K bf16 GEMMs
-    if compute_dtype(x.dtype, x.device) == x.dtype or (rows < _UPCAST_MIN_ROWS and not small):  # can take ms
+    small = weight.numel() <= _UPCAST_SMALL_WEIGHT
+    if (rows < _GEMM_MIN_ROWS and x.dtype == weight.dtype == torch.bfloat16 and cpu_kernels.available()
+            and not needs_grad(x, weight, *([] if bias is None else [bias]))):
+        return cpu_kernels.bf16_linear(x, weight, bias)
+    if not small and (_NATIVE_BF16 or rows < _GEMM_MIN_ROWS):
         return F.linear(x, weight, bias)
     xf = x.float()
     out = torch.empty((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
@@ -329,9 +340,16 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
     """
     N, k = idx.shape
     H = x.shape[-1]
-    # Matmuls in fp32 on CPUs without bf16 GEMM (see ``linear``; torch's bf16 GEMV for a few rows was
+    # Training and attribution: the same math out of place (dense expert weights may require grad; packed
+    # MXFP4 weights never do, but the activations flowing through them may).
+    grad = torch.is_grad_enabled() and needs_grad(x, weights, *experts.parameters())
+    # Inference on a CPU: fused kernels read the packed MXFP4 weights directly (no dense copy is ever made)
+    # and take the activations in the model dtype; their products and fp32 sums are the dequantise path's.
+    fused = (not grad and experts.is_mxfp4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+             and cpu_kernels.available())
+    # Otherwise matmuls in fp32 on CPUs (see ``compute_dtype``; torch's bf16 GEMV for a few rows was
     # measurably less accurate here). SwiGLU, the routing weights and the sum over experts are fp32.
-    cdt = compute_dtype(x.dtype, x.device)
+    cdt = x.dtype if fused else compute_dtype(x.dtype, x.device)
     flat = idx.reshape(-1)
     order = torch.argsort(flat, stable=True)
     token = order // k  # token of each (token, pick) row, rows grouped by expert
@@ -340,12 +358,12 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
     for n in counts:
         starts.append(starts[-1] + n)
     used = [e for e, n in enumerate(counts) if n]
-    # Training and attribution: the same math out of place (dense expert weights may require grad; packed
-    # MXFP4 weights never do, but the activations flowing through them may).
-    grad = torch.is_grad_enabled() and needs_grad(x, weights, *experts.parameters())
 
     def matmuls(name: str, inp: Tensor, bias: Tensor, out_dim: int) -> Tensor:
         """out[rows of e] = inp[rows of e] W_e^T + b_e for every used expert e."""
+        if fused:  # -> fp32
+            w = experts.packed(name)
+            return cpu_kernels.mxfp4_linear(inp, w.blocks, w.scales, bias, [starts[e] for e in used] + [len(inp)], used)
         out = None if grad else torch.empty((inp.shape[0], out_dim), dtype=cdt, device=x.device)
         pieces = []
         per_expert = out_dim * inp.shape[1] * cdt.itemsize
