@@ -40,7 +40,7 @@ workbench.harmony.header.HeaderError: unexpected text in header: 'to=functions.f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ROLES = ("user", "assistant", "system", "developer", "tool")
 CHANNEL_MARK = "<|channel|>"
@@ -136,7 +136,7 @@ def parse_header(text: str, role: str | None = None) -> Header:
     if parts:
         raise HeaderError("unexpected text in header: " + ", ".join(repr(p) for p in parts))
     header = Header(role, name, channel, recipient, content_type)
-    return Header(role, name, channel, recipient, content_type, quirks=_quirks(header, text))
+    return replace(header, quirks=_quirks(header, text))
 
 
 def recover_header(text: str, role: str | None = None) -> tuple[Header, str]:
