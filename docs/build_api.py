@@ -9,7 +9,7 @@ from pathlib import Path
 
 MODULES = [
     "workbench", "workbench.config", "workbench.checkpoint", "workbench.mxfp4", "workbench.tiny",
-    "workbench.model", "workbench.trace", "workbench.interventions", "workbench.generate",
+    "workbench.hooks", "workbench.model", "workbench.kv_cache", "workbench.trace", "workbench.interventions", "workbench.generate",
     "workbench.harmony", "workbench.tools", "workbench.backends", "workbench.toolloop",
     "workbench.widgets", "workbench.kernels", "workbench.evals", "workbench.wire", "workbench.serve", "workbench.demo", "workbench.lab",
 ]
@@ -53,7 +53,18 @@ def render() -> str:
             head = f"{public}{_signature(obj)}" if kind != "value" else public
             out.append(f"- **`{head}`**" + (f" — {_doc(obj)}".replace("\n", " ") if _doc(obj) else ""))
         out.append("")
+        if name == "workbench.hooks":
+            out += _hook_table(module)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _hook_table(hooks) -> list[str]:
+    """The hook point contract as a table, straight from ``workbench.hooks.POINTS``."""
+    rows = ["### Hook points", "", "| name | shape (no batch) | token axis | dtype | meaning |", "| --- | --- | --- | --- | --- |"]
+    for p in hooks.POINTS:
+        meaning = p.meaning + (f" (hooking it switches on the {p.needs} path)" if p.needs else "")
+        rows.append(f"| `{p.pattern}` | [{', '.join(p.dims)}] | {p.token_axis} | {p.dtype} | {meaning} |")
+    return rows + [""]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .model import Names
-from .trace import token_axis
+from .hooks import token_axis
 
 Tensor = torch.Tensor
 LogitsProcessor = Callable[[list, Tensor], Tensor]

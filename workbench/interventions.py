@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 
-from .trace import token_axis
+from .hooks import token_axis
 
 Tensor = torch.Tensor
 HookFn = Callable[[Tensor, str], Union[Tensor, None]]

@@ -5,7 +5,7 @@
 >>> trace.expert_picks()                       # token x layer -> experts, weights          # doctest: +SKIP
 >>> trace.expert_load(); trace.sink_mass(); trace.residual_norms()                           # doctest: +SKIP
 
-Names, shapes and their meaning are listed in ``workbench.model``'s docstring. Tables are pandas
+Names, shapes, token axes and meaning are listed in ``workbench.hooks``. Tables are pandas
 DataFrames; a helper that needs an activation the trace lacks says which ``names`` to ask for.
 """
 
@@ -17,20 +17,10 @@ from typing import Iterator, Mapping
 import torch
 
 from .config import ModelConfig
+from .hooks import point, token_axis  # noqa: F401  (token_axis: re-exported for older imports)
 
 Tensor = torch.Tensor
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-def token_axis(name: str) -> int:
-    """The axis (counted from the end) that indexes token positions in hook point ``name``'s tensor:
-    -3 for attn.q/k/v [T, heads, D]; -1 for attn.sink_prob [Hq, T]; -2 for everything else
-    ([T, X] activations and attn.scores/probs [Hq, T, S])."""
-    if name.endswith(("attn.q", "attn.k", "attn.v")):
-        return -3
-    if name.endswith("attn.sink_prob"):
-        return -1
-    return -2
 
 
 class Trace(Mapping[str, Tensor]):
@@ -82,9 +72,10 @@ class Trace(Mapping[str, Tensor]):
             raise KeyError(f"this trace has no 'blocks.*.{point}'; run_with_trace(..., names=['blocks.*.{point}', ...])")
         return layers
 
-    def _batched(self, t: Tensor, per_token_dims: int) -> Tensor:
-        """Add the batch dim if the trace is unbatched: a tensor whose unbatched rank is ``per_token_dims``."""
-        return t if t.dim() > per_token_dims else t.unsqueeze(0)
+    def with_batch(self, name: str) -> Tensor:
+        """``trace[name]`` with a leading batch dim (added, size 1, when the run was unbatched)."""
+        t = self[name]
+        return t if t.dim() > len(point(name).dims) else t.unsqueeze(0)
 
     # ---- tables --------------------------------------------------------------------------------
     def expert_picks(self, layers: list[int] | None = None):
@@ -95,11 +86,11 @@ class Trace(Mapping[str, Tensor]):
 
         layers = layers if layers is not None else self._need("moe.expert_idx")
         rows = []
-        tokens = None if self.tokens is None else self._batched(self.tokens, 1)
+        tokens = None if self.tokens is None else self.tokens.reshape(-1, self.tokens.shape[-1])
         for layer in layers:
-            idx = self._batched(self[f"blocks.{layer}.moe.expert_idx"], 2)
+            idx = self.with_batch(f"blocks.{layer}.moe.expert_idx")
             wname = f"blocks.{layer}.moe.expert_weights"
-            w = self._batched(self._acts[wname], 2).float() if wname in self._acts else None
+            w = self.with_batch(wname).float() if wname in self._acts else None
             for b in range(idx.shape[0]):
                 for t in range(idx.shape[1]):
                     row = {"batch": b, "position": t, "layer": layer}
@@ -154,14 +145,14 @@ class Trace(Mapping[str, Tensor]):
         if per_position:
             frames = []
             for layer in layers:
-                p = self._batched(self[f"blocks.{layer}.attn.sink_prob"], 2).float().mean(0)  # [Hq, T]
+                p = self.with_batch(f"blocks.{layer}.attn.sink_prob").float().mean(0)  # [Hq, T]
                 f = pd.DataFrame(p.T.numpy())
                 f.insert(0, "position", range(p.shape[1]))
                 f.insert(0, "layer", layer)
                 frames.append(f)
             df = pd.concat(frames).set_index(["layer", "position"])
         else:
-            data = {layer: self._batched(self[f"blocks.{layer}.attn.sink_prob"], 2).float().mean(dim=(0, 2)).tolist()
+            data = {layer: self.with_batch(f"blocks.{layer}.attn.sink_prob").float().mean(dim=(0, 2)).tolist()
                     for layer in layers}
             df = pd.DataFrame.from_dict(data, orient="index")
             df.index.name = "layer"
@@ -176,15 +167,15 @@ class Trace(Mapping[str, Tensor]):
 
         cols = {}
         if "embed" in self._acts:
-            cols["embed"] = self._acts["embed"]
+            cols["embed"] = "embed"
         for layer in sorted(set(self.layers("resid_mid")) | set(self.layers("resid_post"))):
-            for point, short in (("resid_mid", "mid"), ("resid_post", "post")):
-                name = f"blocks.{layer}.{point}"
+            for stage, short in (("resid_mid", "mid"), ("resid_post", "post")):
+                name = f"blocks.{layer}.{stage}"
                 if name in self._acts:
-                    cols[f"{layer}.{short}"] = self._acts[name]
+                    cols[f"{layer}.{short}"] = name
         if not cols:
             raise KeyError("this trace has no residual stream; run_with_trace(..., names=['embed', 'blocks.*.resid_*'])")
-        data = {k: self._batched(v, 2).float().norm(dim=-1).mean(0).tolist() for k, v in cols.items()}
+        data = {k: self.with_batch(name).float().norm(dim=-1).mean(0).tolist() for k, name in cols.items()}
         df = pd.DataFrame(data)
         df.index.name = "position"
         return df

@@ -194,8 +194,12 @@ def trace_layers(trace, suffix: str, limit: int = 1024) -> list[int]:
     return found
 
 
-def trace_tensor(trace, name: str, ndim: int, batch: int = 0):
-    """``trace[name]`` as a CPU float/int tensor with ``ndim`` dims (a leading batch dim is indexed)."""
+def trace_tensor(trace, name: str, batch: int = 0):
+    """``trace[name]`` as a CPU float/int tensor with its hook point's dims (``workbench.hooks``); a
+    leading batch dim is indexed with ``batch``."""
+    from ..hooks import point
+
+    ndim = len(point(name).dims)
     t = trace[name]
     if not hasattr(t, "dim"):
         import torch

@@ -42,12 +42,12 @@ class RouterView(WorkbenchWidget):
     def __init__(self, trace, tokens=None, *, batch: int = 0, num_experts: int | None = None, title: str = "",
                  **kwargs):
         layers = trace_layers(trace, "moe.expert_idx")
-        idx = torch.stack([trace_tensor(trace, f"blocks.{i}.moe.expert_idx", 2, batch) for i in layers])
-        weights = torch.stack([trace_tensor(trace, f"blocks.{i}.moe.expert_weights", 2, batch) for i in layers])
+        idx = torch.stack([trace_tensor(trace, f"blocks.{i}.moe.expert_idx", batch) for i in layers])
+        weights = torch.stack([trace_tensor(trace, f"blocks.{i}.moe.expert_weights", batch) for i in layers])
         if weights.shape != idx.shape:
             raise ValueError(f"expert_weights {list(weights.shape)} and expert_idx {list(idx.shape)} differ")
         have_logits = all(f"blocks.{i}.moe.router_logits" in trace for i in layers)
-        logits = (torch.stack([trace_tensor(trace, f"blocks.{i}.moe.router_logits", 2, batch) for i in layers])
+        logits = (torch.stack([trace_tensor(trace, f"blocks.{i}.moe.router_logits", batch) for i in layers])
                   if have_logits else None)
         E = num_experts or (logits.shape[-1] if logits is not None else int(idx.max()) + 1)
         if int(idx.min()) < 0 or int(idx.max()) >= E:

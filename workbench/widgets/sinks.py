@@ -39,11 +39,11 @@ class SinkView(WorkbenchWidget):
     def __init__(self, trace, tokens=None, *, batch: int = 0, max_pattern_bytes: int = 4 << 20,
                  selected=(0, 0), title: str = "", **kwargs):
         layers = trace_layers(trace, "attn.sink_prob")
-        sink = torch.stack([trace_tensor(trace, f"blocks.{i}.attn.sink_prob", 2, batch) for i in layers]).float()
+        sink = torch.stack([trace_tensor(trace, f"blocks.{i}.attn.sink_prob", batch) for i in layers]).float()
         L, H, T = sink.shape
         self._probs = None
         if all(f"blocks.{i}.attn.probs" in trace for i in layers):
-            self._probs = [trace_tensor(trace, f"blocks.{i}.attn.probs", 3, batch).float() for i in layers]
+            self._probs = [trace_tensor(trace, f"blocks.{i}.attn.probs", batch).float() for i in layers]
             if self._probs[0].shape[:2] != (H, T):
                 raise ValueError(f"attn.probs {list(self._probs[0].shape)} does not match sink_prob [{H}, {T}]")
         S = self._probs[0].shape[-1] if self._probs is not None else 0
