@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .hooks import name_filter
 from .trace import Trace
 
 NAMES = ["blocks.*.moe.router_logits", "blocks.*.moe.expert_idx", "blocks.*.moe.expert_weights",
@@ -80,7 +81,8 @@ class LabelledTrace:
             prompt = [int(t) for t in conversation]
         tokens = prompt + [int(t) for t in completion]
         with torch.no_grad():
-            _, trace = model.run_with_trace(torch.tensor(tokens), names=names)
+            logits = name_filter(names, model.hook_names())("logits")  # without them, skip the unembedding
+            _, trace = model.run_with_trace(torch.tensor(tokens), names=names, last_only=not logits)
         return cls(trace, token_labels(tokens, prompt_length=len(prompt), effort=effort), name=name)
 
     def __repr__(self) -> str:
