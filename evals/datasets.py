@@ -4,9 +4,13 @@
   ``Record ID``). The four choices are shuffled per (seed, sample, repeat), so each repeat sees
   another order and a re-run sees the same one. Scored by the letter the model picks.
 - ``aime(path)``: JSONL with a problem (``problem``/``question``) and an ``answer`` (or a ``solution``
-  whose last ``\\boxed{}`` holds it). Scored on the model's last ``\\boxed{}``.
-- ``jsonl(path)``: any JSONL with ``question`` and ``answer`` and optional ``choices`` and ``id``.
-  With choices the answer may be a letter, a 0-based index or the text of a choice.
+  whose last ``\\boxed{}`` holds it). Scored on the model's last ``\\boxed{}``: as numbers exactly
+  (AIME answers are integers), as text when the answer is not a number.
+- ``jsonl(path, rel_tol=1e-6)``: any JSONL with ``question`` and ``answer`` and optional ``choices`` and
+  ``id``. With choices the answer may be a letter, a 0-based index or the text of a choice, scored by
+  the letter picked. Without, when every answer is one number it is scored with ``numeric``: exactly
+  when every answer is an integer, else within ``rel_tol`` for the non-integer ones (the repr says
+  which); other answers are compared as text (``exact``).
 
 Bad files raise ``ValueError`` naming the file, the line and the field.
 """
@@ -102,7 +106,7 @@ def aime(path, *, seed: int = 0, name: str | None = None) -> Task:
     return Task(name or f"aime:{_stem(path)}", lambda repeat: samples, scorers.boxed(), BOXED_INSTRUCTIONS)
 
 
-def jsonl(path, *, seed: int = 0, name: str | None = None) -> Task:
+def jsonl(path, *, seed: int = 0, name: str | None = None, rel_tol: float = 1e-6) -> Task:
     path = Path(path)
     samples, has_choices = [], None
     for i, (n, row) in enumerate(_read_jsonl(path)):
@@ -119,10 +123,12 @@ def jsonl(path, *, seed: int = 0, name: str | None = None) -> Task:
             raise ValueError(f"{path}:{n}: either every record has 'choices' or none does")
         sid = str(_field(path, n, row, "id", required=False) or i)
         samples.append(Sample(sid, str(question), str(answer).strip(), choices))
+    values = [scorers.read_number(s.target) for s in samples]
     if has_choices:
         scorer, instructions = scorers.choice(), MC_INSTRUCTIONS
-    elif all(scorers.parse_number(s.target) is not None for s in samples):
-        scorer, instructions = scorers.numeric(), BOXED_INSTRUCTIONS
+    elif all(v is not None for v in values):
+        integers = all(v.denominator == 1 for v in values)
+        scorer, instructions = scorers.numeric(rel_tol=0.0 if integers else rel_tol), BOXED_INSTRUCTIONS
     else:
         scorer, instructions = scorers.exact(), BOXED_INSTRUCTIONS
     return Task(name or f"jsonl:{_stem(path)}", lambda repeat: samples, scorer, instructions)

@@ -6,7 +6,9 @@ last line. Readers ignore a torn last line; ``LogWriter`` cuts it off before app
 never glue itself to the next record. A lock file keeps two sweeps from writing one folder at once.
 
 A record's key is (task, sample, model, effort, repeat). When a key appears more than once (a sample
-that failed and was retried on a later run) the last record wins.
+that failed and was retried on a later run) the last record wins. ``replace_log`` rewrites a whole log
+(re-scoring does): a temp file, fsynced, renamed over the old one, so a reader sees the old log or the
+new one and never a mix.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ KEY_FIELDS = ("task", "sample", "model", "effort", "repeat")
 #: Fields of a record, in order (``tokens`` is None when the backend does not give token ids).
 FIELDS = (
     "task", "sample", "model", "effort", "repeat", "prompt", "target", "tokens", "reasoning", "answer",
-    "extracted", "score", "correct", "reasoning_tokens", "answer_tokens", "completion_tokens", "stop_reason",
+    "extracted", "score", "correct", "scorer", "reasoning_tokens", "answer_tokens", "completion_tokens", "stop_reason",
     "parse_errors", "latency", "attempts", "backend", "error", "time",
 )
 
@@ -70,18 +72,43 @@ def latest_records(folder) -> dict[tuple, dict]:
     return {key_of(r): r for r in read_records(folder)}
 
 
+def lock_log(path: Path) -> int:
+    """Take the log's lock (a file descriptor to close to release it); RuntimeError when a sweep holds it."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"another sweep is writing to {path.parent}") from None
+    return fd
+
+
+def replace_log(path: Path, data: bytes) -> None:
+    """Replace the log at ``path`` with ``data`` atomically (temp file, fsync, rename, fsync the folder).
+    The caller holds ``lock_log(path)``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class LogWriter:
     """Appends records to ``FOLDER/samples.jsonl`` (thread-safe), each flushed to disk before ``write`` returns."""
 
     def __init__(self, folder):
         self.path = log_path(folder)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise RuntimeError(f"another sweep is writing to {self.path.parent}") from None
+        self._lock_fd = lock_log(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._cut_torn_tail()
         self._lock = threading.Lock()

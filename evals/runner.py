@@ -213,6 +213,7 @@ def record_for(job: Job, conv: Conversation, tokens: list[int], error: str | Non
         "tokens": tokens, "token_level": bool(getattr(backend, "token_level", True)),
         "reasoning": "\n".join(transcript.texts("analysis")), "answer": final,
         "extracted": score.answer, "score": float(score.value), "correct": bool(score.correct),
+        "scorer": repr(job.task.scorer),
         "reasoning_tokens": channel_counts.get("analysis", 0), "answer_tokens": channel_counts.get("final", 0),
         "completion_tokens": len(tokens), "stop_reason": stop, "parse_errors": [e.code for e in transcript.errors],
         "latency": round(latency, 6), "attempts": attempts, "backend": repr(backend), "error": error,

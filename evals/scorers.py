@@ -1,15 +1,53 @@
-"""Scorers: pull an answer out of a model's final text and compare it with the target.
+r"""Scorers: pull an answer out of a model's final text and compare it with the target.
 
 A scorer is a callable ``scorer(output, sample) -> Score``; ``output`` is the final-channel text (None
-when the model gave no final answer, which scores 0). Extraction helpers are public so notebooks can
-check what a scorer saw:
+when the model gave no final answer, which scores 0). Each scorer says what it compares: its repr shows
+its settings and ``scorer.comparison`` states the rule in words. Extraction helpers are public so
+notebooks can check what a scorer saw:
 
->>> extract_boxed(r"so \\boxed{\\frac{1}{2}} and finally \\boxed{42}.")
+>>> extract_boxed(r"so \boxed{\frac{1}{2}} and finally \boxed{42}.")
 '42'
 >>> extract_number("The total is $1,234.50.")
 '1234.50'
 >>> extract_choice("A is tempting, but the answer is (C).", 4)
 'C'
+>>> numeric()
+numeric(rel_tol=1e-06, abs_tol=0.0)
+>>> numeric()(r"\boxed{9066851}", "9066850").correct  # integers compare exactly
+False
+
+How numbers are read (``read_number``, ``numbers_in``): exactly, as ``fractions.Fraction``, so no
+rounding of big integers or of decimals ever happens.
+
+- A sign is ``-``, ``+`` or the minus sign U+2212, written right before the digits: in ``x - 5`` the
+  number is 5, and ``\boxed{- 5}`` holds no number.
+- Thousands separators: ``9,066,850``, ``9 066 850`` (a space, no-break space U+00A0, thin space U+2009,
+  narrow no-break space U+202F, LaTeX ``\,`` or ``{,}``) and ``9_066_850``. A first group of 1-3 digits,
+  then groups of exactly three, one separator throughout; anything else is not a group separator, so
+  ``1,5`` is the two numbers 1 and 5 (a decimal comma is not read) and ``12,34`` is 12 and 34.
+- Leading zeros are ignored (AIME's ``033`` is 33); ``2.50``, ``2.5e3``, ``2.5 \times 10^{3}`` and
+  ``2.5·10^3`` are decimals and exponents; ``3/4``, ``\frac{3}{4}``, ``-\dfrac34`` are fractions.
+- ``%`` and currency signs are units and are dropped: ``50%`` reads as 50, and so does a target "50%".
+  So "50%" is right for the target 50 and wrong for the target 0.5.
+- Trailing punctuation ends a number (``42.``, ``42)``, ``42!`` are 42). Only ASCII digits count;
+  digits glued to letters (``v2``, ``model7``, ``x_1``) are not numbers.
+
+How numbers compare (``numeric``, ``boxed``, ``date``'s day counts):
+
+- an integer target (by value: ``9066850``, ``-3``, ``033``, ``5.0``) needs exactly that value:
+  ``9066851`` is wrong for ``9066850`` at any tolerance, ``9066850.0`` and ``9.06685e6`` are right;
+- any other target is compared within the scorer's ``rel_tol`` / ``abs_tol`` (0 means exact): ``1/2``
+  equals ``0.5`` exactly; ``0.333`` is not ``1/3`` unless a tolerance says so.
+
+Which number counts when the output holds several (``answer_number``), as a careful grader reads it:
+
+1. the last ``\boxed{}``: its content (after its last ``=``, if any) must be one number, perhaps with
+   units and markup around it (``read_number``). ``\boxed{x = 12}`` and ``\boxed{12 \text{ apples}}``
+   are 12; ``\boxed{3, 4}``, ``\boxed{x+1}``, ``\boxed{3x}``, ``\boxed{2^{10}}``, ``\boxed{\sqrt{2}}``
+   and ``\boxed{1 1/2}`` are no number and score 0 (expressions are not evaluated);
+2. else the number right after the last "answer is" / "answer:" / "answer =" (markup such as ``**``,
+   ``$`` or ``(`` may sit between): "the answer is 7, not 8" is 7;
+3. else the last number in the text.
 """
 
 from __future__ import annotations
@@ -33,10 +71,131 @@ class Score:
         return self.value >= 1.0
 
 
-Scorer = Callable[[str | None, object], Score]
+class Scorer:
+    """``scorer(output, sample) -> Score``, with a name, its settings (in the repr) and ``comparison``,
+    the rule it applies in words. ``sample`` is a ``Sample`` or the bare target string."""
+
+    def __init__(self, name: str, fn: Callable[[str | None, object], Score], comparison: str, **settings):
+        self.name, self._fn, self.comparison, self.settings = name, fn, comparison, settings
+
+    def __call__(self, output: str | None, sample) -> Score:
+        return self._fn(output, sample)
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
 
 
-# -- extraction -----------------------------------------------------------------------------------
+# -- reading numbers ------------------------------------------------------------------------------
+
+_SEPARATORS = (",", "_", " ", "\u00a0", "\u2009", "\u202f", "\\,", "{,}")
+_SEP = "|".join(re.escape(s) for s in _SEPARATORS)
+_SIGN = "[-+\u2212]"
+_NUMBER = re.compile(
+    rf"""(?<![\w.])(?P<sign>{_SIGN})?
+    (?P<int>[0-9]{{1,3}}(?P<sep>{_SEP})[0-9]{{3}}(?:(?P=sep)[0-9]{{3}})*(?![0-9])|[0-9]+)
+    (?:\.(?P<dec>[0-9]+))?
+    (?:[eE](?P<exp>[-+]?[0-9]+)
+      |\s*(?:\\times|\\cdot|×|·|\*)\s*10\s*\^\s*(?:\{{\s*(?P<exp2>{_SIGN}?[0-9]+)\s*\}}|(?P<exp3>{_SIGN}?[0-9]+)))?
+    (?:\s*/\s*(?P<den>[0-9]+)(?![0-9.]))?
+    """,
+    re.VERBOSE,
+)
+_FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(" + _SIGN + r"?[0-9]+)\s*\}|([0-9]))\s*(?:\{\s*([0-9]+)\s*\}|([0-9]))")
+_MAX_EXPONENT = 1000  # 1e1000000 would build a million-digit integer
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number found in text: its exact ``value``, the ``text`` it was written as (normalised: no group
+    separators, an ASCII minus, ``a/b``, ``me±k``) and where it was (``start``, ``end`` in the cleaned text)."""
+
+    value: Fraction
+    text: str
+    start: int
+    end: int
+
+
+def _latex_cleaned(text: str) -> str:
+    """``\\frac{a}{b}`` -> ``a/b``; ``\\text{...}``/``\\mathrm{...}`` unwrapped; ``\\left``/``\\right`` dropped."""
+    text = _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", text)
+    text = re.sub(r"\\(?:text|mathrm|textbf|mathbf)\s*\{([^{}]*)\}", r"\1", text)
+    return re.sub(r"\\(?:left|right)\b", "", text)
+
+
+def _number(m: re.Match) -> Number | None:
+    sign = -1 if m.group("sign") in ("-", "\u2212") else 1
+    digits = m.group("int")
+    if m.group("sep"):
+        digits = digits.replace(m.group("sep"), "")
+    value = Fraction(int(digits))
+    text = digits.lstrip("0") or "0"
+    if m.group("dec"):
+        value += Fraction(int(m.group("dec")), 10 ** len(m.group("dec")))
+        text += "." + m.group("dec")
+    exp = m.group("exp") or m.group("exp2") or m.group("exp3")
+    if exp is not None:
+        k = int(exp.replace("\u2212", "-"))
+        if abs(k) > _MAX_EXPONENT:
+            return None
+        value *= Fraction(10) ** k
+        text += f"e{k}"
+    if m.group("den"):
+        if int(m.group("den")) == 0:
+            return None
+        value /= int(m.group("den"))
+        text += "/" + m.group("den").lstrip("0")
+    return Number(sign * value, ("-" if sign < 0 else "") + text, m.start(), m.end())
+
+
+def numbers_in(text: str | None) -> list[Number]:
+    r"""Every number in ``text``, in order (see the module docstring for what counts as one).
+
+    >>> [n.text for n in numbers_in(r"from −3 to 9 066 850, or \frac{1}{2}")]
+    ['-3', '9066850', '1/2']
+    """
+    if not text:
+        return []
+    return [n for m in _NUMBER.finditer(_latex_cleaned(text)) if (n := _number(m)) is not None]
+
+
+# What may stand around the one number of an answer or a target: space, brackets, punctuation, $ and %,
+# LaTeX spacing and delimiters, degrees, and words (units) not touching the number. Not: digits,
+# operators (+ - * / ^ = < >), other LaTeX commands (\sqrt, \pi), letters glued to the number.
+_DECORATION = re.compile(
+    r"""(?:\s+|[$()\[\]{}.,;:!?%°'"`]|\\[$%,;:!\s()\[\]{}]|\\(?:quad|qquad|displaystyle|approx)(?![A-Za-z])
+    |\^\s*\{?\s*\\circ\s*\}?|[A-Za-z]+)*""",
+    re.VERBOSE,
+)
+
+
+def read_number(s: str | None) -> Fraction | None:
+    r"""The exact value of text that is one number, perhaps with units and markup around it ('3', '-2.5',
+    '1e3', '3/4', '1,000', '$5', '\frac{3}{4}', '50%' (-> 50), '12 apples'); None for anything else
+    ('x+1', '3x', '2^{10}', '\sqrt{2}', '3, 4', '1 1/2')."""
+    if not s:
+        return None
+    cleaned = _latex_cleaned(s)
+    found = [(m, n) for m in _NUMBER.finditer(cleaned) if (n := _number(m)) is not None]
+    if len(found) != 1:
+        return None
+    m, n = found[0]
+    before, after = cleaned[:m.start()], cleaned[m.end():]
+    if before[-1:].isalpha() or after[:1].isalpha() or not _DECORATION.fullmatch(before + " " + after):
+        return None
+    return n.value
+
+
+def parse_number(s: str | None) -> float | None:
+    """``read_number`` as a float (None when not exactly one number, or out of float range)."""
+    value = read_number(s)
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return None if math.isinf(f) else f
+
 
 def extract_boxed(text: str | None) -> str | None:
     r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``), braces balanced; ``\boxed 5`` too."""
@@ -58,35 +217,41 @@ def extract_boxed(text: str | None) -> str | None:
     return found
 
 
-_NUMBER = re.compile(r"(?<![\w.])[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?")
+def boxed_number(boxed: str | None) -> Number | None:
+    """The number a box's content is (``read_number``; after its last ``=`` when it has one), or None."""
+    if boxed is None:
+        return None
+    part = boxed.rpartition("=")[2]
+    if read_number(part) is None:
+        return None
+    return numbers_in(part)[0]
+
+
+_ANSWER_PHRASE = re.compile(r"(?i)\banswer\b\s*(?:is\b|:|=)\s*[:=]?[\s*$`(\[{]*(?:\\\(|\\\[)?[\s$]*")
+
+
+def answer_number(text: str | None) -> Number | None:
+    r"""The number a careful grader would read as the answer: the last ``\boxed{}`` (which must hold
+    exactly one number), else the number right after the last "answer is"/"answer:", else the last number."""
+    if not text:
+        return None
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed_number(boxed)
+    cleaned = _latex_cleaned(text)
+    phrases = list(_ANSWER_PHRASE.finditer(cleaned))
+    if phrases:
+        m = _NUMBER.match(cleaned, phrases[-1].end())
+        if m is not None and not cleaned[m.end():m.end() + 1].isalpha() and (n := _number(m)) is not None:
+            return n
+    found = numbers_in(text)
+    return found[-1] if found else None
 
 
 def extract_number(text: str | None) -> str | None:
-    """The last number in the text (thousands separators dropped, a unicode minus made ASCII)."""
-    if not text:
-        return None
-    matches = _NUMBER.findall(text.replace("\\frac{", " ").replace("}{", "/"))
-    if not matches:
-        return None
-    return re.sub(r"\s+", "", matches[-1]).replace(",", "").replace("\u2212", "-")
-
-
-def parse_number(s: str | None) -> float | None:
-    """'3', '-2.5', '1e3', '3/4', '1,000', '$5', '\\frac{3}{4}', '50%' -> float (None if not a number)."""
-    if s is None:
-        return None
-    t = s.strip().replace(",", "").replace("\u2212", "-").replace("$", "").replace("\\%", "%").strip()
-    t = re.sub(r"^\\frac\{(-?\d+)\}\{(\d+)\}$", r"\1/\2", t)
-    t = re.sub(r"^\\d?frac\{(-?\d+)\}\{(\d+)\}$", r"\1/\2", t)
-    percent = t.endswith("%")
-    t = t.rstrip("%").rstrip(".").strip()
-    try:
-        value = float(Fraction(t.replace(" ", ""))) if "/" in t else float(t)
-    except (ValueError, ZeroDivisionError):
-        return None
-    if math.isnan(value) or math.isinf(value):
-        return None
-    return value / 100 if percent else value
+    """The answer number's normalised text (``answer_number``), e.g. '1234.50' for '$1,234.50'."""
+    n = answer_number(text)
+    return None if n is None else n.text
 
 
 def extract_choice(text: str | None, n_choices: int = 4) -> str | None:
@@ -123,6 +288,28 @@ def normalize(text: str | None) -> str:
     return t.strip(" \t.,;:!*_`\"'").strip()
 
 
+# -- comparing ------------------------------------------------------------------------------------
+
+def numbers_match(answer: Fraction, target: Fraction, rel_tol: float = 0.0, abs_tol: float = 0.0) -> bool:
+    """Exact for an integer target; else ``|a - t| <= max(rel_tol * max(|a|, |t|), abs_tol)``, computed exactly."""
+    if target.denominator == 1 or (rel_tol == 0 and abs_tol == 0):
+        return answer == target
+    bound = max(Fraction(rel_tol) * max(abs(answer), abs(target)), Fraction(abs_tol))
+    return abs(answer - target) <= bound
+
+
+def _tolerance_words(rel_tol: float, abs_tol: float) -> str:
+    if not rel_tol and not abs_tol:
+        return "exactly"
+    parts = [f"rel_tol={rel_tol:g}"] * bool(rel_tol) + [f"abs_tol={abs_tol:g}"] * bool(abs_tol)
+    return "within " + " or ".join(parts)
+
+
+def _check_tolerance(rel_tol: float, abs_tol: float) -> None:
+    if not (rel_tol >= 0 and abs_tol >= 0):  # also rejects nan
+        raise ValueError(f"tolerances must be >= 0, not rel_tol={rel_tol!r}, abs_tol={abs_tol!r}")
+
+
 # -- scorers --------------------------------------------------------------------------------------
 
 def _target(sample) -> str:
@@ -138,22 +325,23 @@ def exact(extract: Callable[[str | None], str | None] | None = None) -> Scorer:
         answer = extract(output) if extract else (extract_boxed(output) or output)
         ok = answer is not None and normalize(answer) == normalize(_target(sample))
         return Score(1.0 if ok else 0.0, answer)
-    return score
+    settings = {"extract": getattr(extract, "__name__", extract)} if extract else {}
+    return Scorer("exact", score, "the boxed text (else the whole output) equals the target after normalize()",
+                  **settings)
 
 
-def numeric(rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> Scorer:
-    """Correct when the number in the output is within tolerance of the target.
+def numeric(rel_tol: float = 1e-6, abs_tol: float = 0.0) -> Scorer:
+    """Correct when the answer number (``answer_number``) equals the target: exactly for an integer
+    target, within ``rel_tol``/``abs_tol`` for any other (both 0: exactly)."""
+    _check_tolerance(rel_tol, abs_tol)
 
-    The number is the content of the last ``\\boxed{}`` if any, else the last number in the text.
-    """
     def score(output, sample) -> Score:
-        boxed = extract_boxed(output)
-        answer = boxed if boxed is not None and parse_number(boxed) is not None else extract_number(
-            boxed if boxed is not None else output)
-        value, target = parse_number(answer), parse_number(_target(sample))
-        ok = value is not None and target is not None and math.isclose(value, target, rel_tol=rel_tol, abs_tol=abs_tol)
-        return Score(1.0 if ok else 0.0, answer)
-    return score
+        n, target = answer_number(output), read_number(_target(sample))
+        ok = n is not None and target is not None and numbers_match(n.value, target, rel_tol, abs_tol)
+        return Score(1.0 if ok else 0.0, None if n is None else n.text)
+    rule = ("the boxed number (else the one after 'answer is', else the last number) equals the target: "
+            f"integers exactly, other targets {_tolerance_words(rel_tol, abs_tol)}")
+    return Scorer("numeric", score, rule, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
 def choice() -> Scorer:
@@ -162,22 +350,31 @@ def choice() -> Scorer:
         n = len(getattr(sample, "choices", None) or LETTERS[:4])
         answer = extract_choice(output, n)
         return Score(1.0 if answer is not None and answer == _target(sample).strip().upper() else 0.0, answer)
-    return score
+    return Scorer("choice", score, "the picked letter (extract_choice) equals the target letter")
 
 
-def boxed(compare: str = "auto", rel_tol: float = 1e-9) -> Scorer:
-    r"""Only the last ``\boxed{}`` counts (AIME style); compared as numbers when both parse, else as text."""
+def boxed(compare: str = "auto", rel_tol: float = 0.0, abs_tol: float = 0.0) -> Scorer:
+    r"""Only the last ``\boxed{}`` counts (AIME style). ``compare="auto"``: as numbers when the box and the
+    target each hold one number (integers exactly, others within the tolerance), else as text
+    (``normalize``); ``"text"``: always as text."""
+    if compare not in ("auto", "text"):
+        raise ValueError(f"compare must be 'auto' or 'text', not {compare!r}")
+    _check_tolerance(rel_tol, abs_tol)
+
     def score(output, sample) -> Score:
         answer = extract_boxed(output)
         if answer is None:
             return Score(0.0, None)
-        a, t = parse_number(answer), parse_number(_target(sample))
-        if compare != "text" and a is not None and t is not None:
-            ok = math.isclose(a, t, rel_tol=rel_tol, abs_tol=1e-12)
+        n, t = boxed_number(answer), read_number(_target(sample))
+        if compare != "text" and n is not None and t is not None:
+            ok = numbers_match(n.value, t, rel_tol, abs_tol)
         else:
             ok = normalize(answer) == normalize(_target(sample))
         return Score(1.0 if ok else 0.0, answer)
-    return score
+    rule = "the last box's text equals the target after normalize()" if compare == "text" else (
+        "the last box's one number equals the target (integers exactly, other targets "
+        f"{_tolerance_words(rel_tol, abs_tol)}); text boxes compare after normalize()")
+    return Scorer("boxed", score, rule, compare=compare, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
 def number_list() -> Scorer:
@@ -192,13 +389,13 @@ def number_list() -> Scorer:
             answer = lines[-1] if lines else None
         ok = answer is not None and numbers(answer) == numbers(_target(sample))
         return Score(1.0 if ok else 0.0, answer)
-    return score
+    return Scorer("number_list", score, "the boxed (else last numeric line's) integers equal the target's, in order")
 
 
 def date() -> Scorer:
     """An ISO date (YYYY-MM-DD): the boxed one if any, else the last one in the text. A target that is not
-    a date (a day count) is scored with ``numeric``."""
-    as_number = numeric()
+    a date (a day count) is scored with ``numeric`` (an integer: exactly)."""
+    as_number = numeric(rel_tol=0.0)
 
     def score(output, sample) -> Score:
         if not re.fullmatch(r"\d{4}-\d\d-\d\d", _target(sample).strip()):
@@ -210,7 +407,7 @@ def date() -> Scorer:
             y, m, d = answer.split("-")
             answer = f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
         return Score(1.0 if answer == _target(sample).strip() else 0.0, answer)
-    return score
+    return Scorer("date", score, "the boxed (else last) YYYY-MM-DD date equals the target; day counts as integers, exactly")
 
 
 SCORERS = {"exact": exact, "numeric": numeric, "choice": choice, "boxed": boxed, "number_list": number_list,

@@ -1,10 +1,21 @@
 """Tasks: a dataset, a prompt and a scorer (the inspect_ai decomposition).
 
-Built-in tasks are made on the spot, verifiable and deterministic for a seed, with a difficulty knob:
-``arithmetic`` (multi-step integer expressions), ``modular`` (modular powers and sums), ``dates``
-(date offsets and differences), ``counting`` (occurrences in a list) and ``sorting`` (sort a list).
-Sample ``i`` depends only on (task, difficulty, seed, i), so a smaller ``limit`` is a prefix of a
-larger one and a resumed sweep sees the same problems.
+Built-in tasks are made on the spot, verifiable and deterministic for a seed, with a difficulty knob.
+Each declares its comparison (``task.scorer``, shown in its repr; ``task.comparison`` in words):
+
+============== ============================================ ============================================
+task           problems                                     scored by
+============== ============================================ ============================================
+``arithmetic`` multi-step integer expressions               ``numeric``: the integer, exactly
+``modular``    modular powers and sums                      ``numeric``: the integer, exactly
+``dates``      date offsets and differences                 ``date``: the ISO date, or the day count exactly
+``counting``   occurrences of a word in a list              ``numeric``: the integer, exactly
+``sorting``    sort a list of integers                      ``number_list``: the integers, in order
+============== ============================================ ============================================
+
+Every target of a built-in task is an integer (or a date, or a list of integers), so no tolerance
+applies anywhere. Sample ``i`` depends only on (task, difficulty, seed, i), so a smaller ``limit`` is
+a prefix of a larger one and a resumed sweep sees the same problems.
 
 >>> task = get_task("arithmetic:1")
 >>> s = task.samples(limit=2)[0]
@@ -12,9 +23,11 @@ larger one and a resumed sweep sees the same problems.
 ('0', 'arithmetic:1')
 >>> task.scorer("so \\\\boxed{" + s.target + "}", s).correct
 True
+>>> task
+Task('arithmetic:1', scorer=numeric(rel_tol=0.0, abs_tol=0.0))
 
-A task spec is ``name`` or ``name:arg``: for built-ins the arg is the difficulty (1-5), for file
-loaders it is a path (``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``); see ``datasets``.
+A task spec is ``name`` or ``name:arg``: for built-ins the arg is the difficulty (1-5), and a
+``@SEED`` suffix (as in the names of tasks made with a seed) picks the seed; for file loaders the arg is a path (``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``); see ``datasets``.
 """
 
 from __future__ import annotations
@@ -66,8 +79,13 @@ class Task:
         options = "\n".join(f"{scorers.LETTERS[i]}) {c}" for i, c in enumerate(sample.choices))
         return f"{sample.question}\n\n{options}"
 
+    @property
+    def comparison(self) -> str:
+        """How answers are compared with targets, in words (the scorer's rule)."""
+        return getattr(self.scorer, "comparison", None) or getattr(self.scorer, "__doc__", None) or repr(self.scorer)
+
     def __repr__(self) -> str:
-        return f"Task({self.name!r})"
+        return f"Task({self.name!r}, scorer={self.scorer!r})"
 
 
 def _rng(*parts) -> random.Random:
@@ -131,12 +149,12 @@ def _sorting(rng: random.Random, d: int) -> tuple[str, str]:
             f"Give the sorted list, comma-separated, in \\boxed{{}}.", ", ".join(map(str, sorted(numbers))))
 
 
-GENERATED = {
-    "arithmetic": (_arithmetic, scorers.numeric),
-    "modular": (_modular, scorers.numeric),
-    "dates": (_dates, scorers.date),
-    "counting": (_counting, scorers.numeric),
-    "sorting": (_sorting, scorers.number_list),
+GENERATED = {  # kind: (generator, scorer); every target is an integer, a date or a list of integers
+    "arithmetic": (_arithmetic, scorers.numeric(rel_tol=0.0)),
+    "modular": (_modular, scorers.numeric(rel_tol=0.0)),
+    "dates": (_dates, scorers.date()),
+    "counting": (_counting, scorers.numeric(rel_tol=0.0)),
+    "sorting": (_sorting, scorers.number_list()),
 }
 DEFAULT_DIFFICULTY = 2
 DEFAULT_SIZE = 100
@@ -161,7 +179,7 @@ def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0,
     name = kind if d == DEFAULT_DIFFICULTY else f"{kind}:{d}"
     if seed:
         name += f"@{seed}"
-    return Task(name, dataset, scorer())
+    return Task(name, dataset, scorer)
 
 
 def task_names() -> list[str]:
@@ -170,16 +188,21 @@ def task_names() -> list[str]:
 
 
 def get_task(spec: str | Task, *, seed: int = 0) -> Task:
-    """``arithmetic``, ``arithmetic:3`` (difficulty), ``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``, or a Task."""
+    """``arithmetic``, ``arithmetic:3`` (difficulty), ``arithmetic:3@7`` (seed 7, overriding ``seed``),
+    ``gpqa:PATH``, ``aime:PATH``, ``jsonl:PATH``, or a Task. A built-in task's name is a spec for itself."""
     if isinstance(spec, Task):
         return spec
     name, _, arg = str(spec).partition(":")
     name = name.strip()
-    if name in GENERATED:
+    if name.partition("@")[0] in GENERATED:
+        if "@" in name:  # 'arithmetic@7': the default difficulty with seed 7
+            name, arg = name.partition("@")[0], "@" + name.partition("@")[2] + arg
+        arg, at, seed_text = arg.partition("@")
         try:
             difficulty = int(arg) if arg else DEFAULT_DIFFICULTY
+            seed = int(seed_text) if at else seed
         except ValueError:
-            raise ValueError(f"task {spec!r}: the part after ':' is the difficulty (1-5)") from None
+            raise ValueError(f"task {spec!r}: the part after ':' is the difficulty (1-5), then optionally @SEED") from None
         return generated(name, difficulty, seed=seed)
     from . import datasets
 

@@ -44,6 +44,9 @@ def test_generated_tasks_are_right_and_scored(kind, difficulty):
         assert s.target == _independent_answer(kind, s.question), s.question
         assert task.scorer(f"So the answer is \\boxed{{{s.target}}}.", s).correct
         assert not task.scorer("I don't know.", s).correct
+        if re.fullmatch(r"-?\d+", s.target):  # an integer target: one off is wrong, however large
+            off = str(int(s.target) + 1)
+            assert not task.scorer(f"\\boxed{{{off}}}", s).correct, (s.target, off)
 
 
 def test_generated_tasks_are_deterministic_and_prefix_stable():
@@ -58,6 +61,22 @@ def test_generated_tasks_are_deterministic_and_prefix_stable():
     assert hard.count(",") > easy.count(",")
     assert get_task("arithmetic").name == "arithmetic" and get_task("arithmetic:4").name == "arithmetic:4"
     assert get_task("dates", seed=3).name == "dates@3"
+    # a task's name is a spec for itself (how a stored sweep finds its tasks again)
+    for spec in ("arithmetic", "arithmetic:4", "dates@3", "sorting:5@2"):
+        task = get_task(spec)
+        assert get_task(task.name).name == task.name
+    assert get_task("sorting:5@2").samples(limit=3)[2].question == get_task(
+        "sorting:5", seed=2).samples(limit=3)[2].question
+
+
+@pytest.mark.parametrize("kind", list(GENERATED))
+def test_built_in_tasks_declare_their_comparison(kind):
+    task = get_task(kind)
+    assert repr(task) == f"Task({kind!r}, scorer={task.scorer!r})"
+    assert task.comparison == task.scorer.comparison
+    assert "tol=" not in task.comparison  # every built-in target is an integer, a date or a list: no tolerance
+    if task.scorer.name == "numeric":
+        assert task.scorer.settings == {"rel_tol": 0.0, "abs_tol": 0.0}
 
 
 def test_task_spec_errors():
@@ -137,7 +156,15 @@ def test_generic_jsonl(tmp_path):
     num.write_text('{"question": "6*7?", "answer": "42"}\n{"question": "1/4?", "answer": 0.25}\n')
     task = datasets.jsonl(num)
     assert task.scorer("it is 42", task.samples()[0]).correct
+    assert not task.scorer("it is 42.00001", task.samples()[0]).correct  # integers exactly
     assert task.scorer(r"\boxed{\frac{1}{4}}", task.samples()[1]).correct
+    assert repr(task.scorer) == "numeric(rel_tol=1e-06, abs_tol=0.0)"  # 0.25 is not an integer
+    assert repr(datasets.jsonl(num, rel_tol=0.01).scorer) == "numeric(rel_tol=0.01, abs_tol=0.0)"
+    num.write_text('{"question": "6*7?", "answer": "42"}\n{"question": "big?", "answer": "9,066,850"}\n')
+    task = datasets.jsonl(num)
+    assert repr(task.scorer) == "numeric(rel_tol=0.0, abs_tol=0.0)"  # all integers: exact, and says so
+    assert task.scorer(r"\boxed{9066850}", task.samples()[1]).correct
+    assert not task.scorer(r"\boxed{9066851}", task.samples()[1]).correct
     text = tmp_path / "text.jsonl"
     text.write_text('{"question": "Capital of France?", "answer": "Paris", "id": "fr"}\n')
     task = datasets.jsonl(text)

@@ -89,10 +89,15 @@ def _randomise(model: GptOssForCausalLM, seed: int) -> None:
 
 def _canonical(model: GptOssForCausalLM, *, quantize: bool) -> dict:
     """The HF model's weights under the workbench's canonical (original-layout) names."""
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    return _to_canonical({k: v.detach() for k, v in model.state_dict().items()}, model.config.num_hidden_layers,
+                         quantize=quantize)
+
+
+def _to_canonical(sd: dict, layers: int, *, quantize: bool = False) -> dict:
+    """HF-named tensors (weights, or their gradients) under the canonical names."""
     out = {"embedding.weight": sd["model.embed_tokens.weight"], "norm.scale": sd["model.norm.weight"],
            "unembedding.weight": sd["lm_head.weight"]}
-    for n in range(model.config.num_hidden_layers):
+    for n in range(layers):
         p, b = f"model.layers.{n}.", f"block.{n}."
         a = p + "self_attn."
         w1 = sd[p + "mlp.experts.gate_up_proj"].transpose(1, 2).contiguous()  # [E, 2I, H]
@@ -314,3 +319,53 @@ def test_transformers_yarn_differs_when_low_is_negative():
     cfg = ModelConfig(head_dim=d, initial_context_length=64, rope_ntk_alpha=1.0, rope_ntk_beta=32.0)
     inv, _ = yarn(cfg)
     assert not torch.allclose(inv, inv_hf.float(), rtol=1e-6)
+
+
+def _grad_loss(logits: torch.Tensor, targets: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on random targets plus a random read-out of every logit (reaches the unembedding fully)."""
+    V = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1)) + (logits * readout).sum()
+
+
+def test_gradients_match_transformers(case):
+    """Every parameter's gradient (dense experts, fp32) equals transformers' autograd through GptOssForCausalLM,
+    batched, with the fused attention path (T >= 16) or the eager one (shorter cases)."""
+    hf, T, kw = case["hf"], case["T"], case["kw"]
+    g = torch.Generator().manual_seed(T)
+    tokens = torch.stack([case["tokens"], case["tokens"].roll(5)])
+    targets = torch.randint(0, kw["vocab_size"], tokens.shape, generator=g)
+    readout = torch.randn((*tokens.shape, kw["vocab_size"]), generator=g) * 0.01
+    hf.zero_grad()
+    _grad_loss(hf(tokens).logits.float(), targets, readout).backward()
+    want = _to_canonical({n: p.grad for n, p in hf.named_parameters()}, hf.config.num_hidden_layers)
+    model = load_model(case["root"] / "dense", dtype=torch.float32).requires_grad_(True)
+    _grad_loss(model(tokens), targets, readout).backward()
+    got = {n: p.grad for n, p in model.canonical_parameters().items()}
+    assert set(got) == set(want)
+    for name, w in want.items():
+        assert got[name] is not None, name
+        assert (got[name] - w).abs().max() <= 1e-4 * w.abs().max() + 1e-7, name
+
+
+def test_activation_gradients_match_transformers_mxfp4(case):
+    """With packed MXFP4 experts (no weight gradient), d loss / d input embeddings and the gradients of every
+    non-expert parameter equal transformers' on the same dequantized weights."""
+    hf = _load_hf(case["root"] / "mxfp4-hf", torch.float32)
+    tokens, kw = case["tokens"], case["kw"]
+    g = torch.Generator().manual_seed(7)
+    targets = torch.randint(0, kw["vocab_size"], tokens.shape, generator=g)
+    readout = torch.randn((*tokens.shape, kw["vocab_size"]), generator=g) * 0.01
+    embeds = hf.model.embed_tokens.weight.detach()[tokens][None].clone().requires_grad_(True)
+    hf.requires_grad_(True)
+    _grad_loss(hf(inputs_embeds=embeds).logits[0].float(), targets, readout).backward()
+    want = _to_canonical({n: p.grad for n, p in hf.named_parameters()}, hf.config.num_hidden_layers)
+    model = load_model(case["root"] / "mxfp4-hf", dtype=torch.float32).requires_grad_(True)
+    assert model.block[0].mlp.experts.is_mxfp4
+    ours = model.embedding.detach()[tokens].clone().requires_grad_(True)
+    _grad_loss(model.run_with_hooks(tokens, {"embed": lambda x, name: ours}), targets, readout).backward()
+    assert _rel_err(ours.grad, embeds.grad[0]) < 1e-4
+    params = model.canonical_parameters()
+    assert not any(n.endswith(("mlp1_weight", "mlp2_weight")) for n in params)  # packed: buffers, no gradient
+    del params["embedding.weight"]  # replaced by the hook: its gradient is ours.grad, checked above
+    for name, p in params.items():
+        assert p.grad is not None and (p.grad - want[name]).abs().max() <= 1e-4 * want[name].abs().max() + 1e-7, name

@@ -30,7 +30,7 @@ def register(p) -> None:
     p.add_argument("--base-url", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) instead of PATH")
     p.add_argument("--model", default="openai/gpt-oss-20b", help="model name on the server (with --base-url)")
     p.add_argument("--reasoning-effort", choices=["low", "medium", "high"], default="medium")
-    p.add_argument("--python", action="store_true", help="let the model run Python (sandboxed, stateless)")
+    p.add_argument("--python", action="store_true", help="let the model run Python (a sandboxed session that keeps state; needs bubblewrap)")
     p.add_argument("--browser", metavar="DIR", help="let the model search and read the text/HTML/Markdown files in DIR")
     p.add_argument("--instructions", help="developer instructions")
     p.add_argument("-m", "--message", action="append", help="send this message (repeatable) instead of reading stdin")

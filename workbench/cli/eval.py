@@ -4,7 +4,12 @@
     workbench eval --base-url http://127.0.0.1:8000/v1 --base-url http://127.0.0.1:8001/v1 \\
         --model openai/gpt-oss-20b --efforts low,medium,high --tasks gpqa:gpqa_diamond.csv --concurrency 32
 
+    workbench eval --rescore --out runs/tiny [--tasks gpqa:gpqa_diamond.csv] [--dry-run]
+
 Every option of ``workbench.evals.run_sweep`` has a flag. Re-running into the same ``--out`` resumes.
+``--rescore`` scores a stored sweep again with the current scorers, without running any model
+(``workbench.evals.rescore``): changed records are rewritten atomically, their old scores kept in
+``rescored_from``; it prints what changed, then the summary and plots as after a sweep.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ def register(p) -> None:
                    help="an OpenAI-compatible server (vLLM, Ollama, workbench serve); repeat to spread over replicas")
     p.add_argument("--api-key", default=None, help="API key for the servers (default: $OPENAI_API_KEY or none)")
     p.add_argument("--efforts", type=_csv, default=["low", "medium", "high"], help="comma-separated (default: %(default)s)")
-    p.add_argument("--tasks", type=_csv, default=["arithmetic"],
-                   help="comma-separated task specs: NAME, NAME:DIFFICULTY, gpqa:PATH, aime:PATH, jsonl:PATH")
+    p.add_argument("--tasks", type=_csv, default=None,
+                   help="comma-separated task specs: NAME, NAME:DIFFICULTY, gpqa:PATH, aime:PATH, jsonl:PATH "
+                        "(default: arithmetic; with --rescore: the file tasks to find, built-in ones resolve by name)")
     p.add_argument("--limit", type=int, default=None, help="samples per task (default: all; built-in tasks have 100)")
     p.add_argument("--repeats", type=int, default=1, help="times each sample is asked (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=1, help="samples in flight at once (default: %(default)s)")
@@ -50,6 +56,9 @@ def register(p) -> None:
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true", help="print the task names, one per line, and exit")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the sweep in --out again with the current scorers (no model runs); keeps old scores")
+    p.add_argument("--dry-run", action="store_true", help="with --rescore: report what would change, write nothing")
     p.set_defaults(func=run)
 
 
@@ -61,6 +70,16 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise ValueError("--out DIR is required (the folder the sweep logs to and resumes from)")
+    if args.rescore:
+        result = evals.rescore(args.out, args.tasks or [], seed=args.seed if args.seed else None, dry_run=args.dry_run)
+        print(result)
+        if result.changes:
+            print(result.frame().to_string(index=False, max_rows=40))
+        if args.dry_run:
+            return 0
+        return _report(evals, args)
+    if args.dry_run:
+        raise ValueError("--dry-run goes with --rescore")
     if not args.model:
         raise ValueError("--model is required: a checkpoint folder, or with --base-url the served model's name")
     for effort in args.efforts:
@@ -68,7 +87,7 @@ def run(args) -> int:
             raise ValueError(f"reasoning effort must be one of {', '.join(evals.EFFORTS)}, not {effort!r}")
     if args.trace and args.base_url:
         raise ValueError("--trace needs the model in this process (a checkpoint folder), not --base-url")
-    tasks = [evals.get_task(spec, seed=args.seed) for spec in args.tasks]  # before loading any model
+    tasks = [evals.get_task(spec, seed=args.seed) for spec in args.tasks or ["arithmetic"]]  # before loading any model
     if args.base_url:
         models = [evals.server(name, args.base_url, api_key=args.api_key, timeout=args.timeout) for name in args.model]
     else:
@@ -83,6 +102,11 @@ def run(args) -> int:
         folder = Path(args.out) / "activations" / (target.name if len(models) > 1 else "")
         print(evals.record_sweep(args.out, target.backends[0], args.trace, tasks=tasks, model_name=target.name,
                                  folder=folder, seed=args.seed, progress=args.progress))
+    return _report(evals, args)
+
+
+def _report(evals, args) -> int:
+    """Print the sweep's summary table; write its plots and parquet files as asked."""
     df = evals.load(args.out)
     table = evals.summary(df)
     print(evals.format_summary(table))

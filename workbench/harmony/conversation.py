@@ -164,7 +164,8 @@ class Conversation:
         return self
 
     def declare(self, tools: Iterable[Any]) -> "Conversation":
-        """Declare tools that are not declared yet.
+        """Declare tools that are not declared yet; a built-in tool (``builtin = True``) always declares
+        its own ``config()``, replacing a stock one (``PythonTool`` states its real limits).
 
         A tool is a plain callable (a function tool) or an object with ``namespace`` (its recipient
         prefix) and ``config()`` returning its ToolNamespaceConfig (built-ins go in the system message,
@@ -177,7 +178,7 @@ class Conversation:
             elif namespace == "functions":
                 for name, fn in getattr(tool, "callables", {}).items():
                     self.add_function(fn, name=name)
-            elif namespace not in self.namespaces:
+            elif namespace not in self.namespaces or getattr(tool, "builtin", False):
                 self.add_builtin(namespace, tool.config())
         return self
 

@@ -1,4 +1,4 @@
-"""Tools the model can call: ``python`` (sandboxed), ``browser`` (search/open/find), ``functions``.
+"""Tools the model can call: ``python`` (a sandboxed, stateful session), ``browser`` (search/open/find), ``functions``.
 
 Tools know Harmony, not the model. Each has a ``namespace``, ``config()`` (its Harmony declaration)
 and ``call(recipient, arguments) -> ToolResult``; ``trace`` records calls as ``ToolStep``s.
@@ -7,8 +7,8 @@ and ``call(recipient, arguments) -> ToolResult``; ``trace`` records calls as ``T
 from .base import Tool, ToolResult, error_result, handles
 from .browser import CITATION, BrowserTool, ToolUsageError, wrap_lines
 from .functions import FunctionTools, validate
-from .python import PythonTool
-from .sandbox import PythonRun, run_python
+from .python import PythonTool, describe
+from .sandbox import Limits, PythonRun, PythonSession, SandboxUnavailable, run_python
 from .search import BackendError, LocalSearch, Page, SearchBackend, SearchResult, html_to_page, text_to_page
 from .trace import ToolStep, ToolTrace
 
@@ -16,7 +16,7 @@ __all__ = [
     "Tool", "ToolResult", "error_result", "handles",
     "BrowserTool", "ToolUsageError", "wrap_lines", "CITATION",
     "FunctionTools", "validate",
-    "PythonTool", "PythonRun", "run_python",
+    "PythonTool", "describe", "Limits", "PythonRun", "PythonSession", "SandboxUnavailable", "run_python",
     "BackendError", "LocalSearch", "Page", "SearchBackend", "SearchResult", "html_to_page", "text_to_page",
     "ToolStep", "ToolTrace",
 ]
