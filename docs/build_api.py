@@ -12,7 +12,7 @@ MODULES = [
     "workbench.hooks", "workbench.model", "workbench.kv_cache", "workbench.trace", "workbench.interventions",
     "workbench.lens", "workbench.generate", "workbench.harmony", "workbench.tools", "workbench.backends",
     "workbench.toolloop", "workbench.harmony_stats", "workbench.widgets", "workbench.kernels", "workbench.evals",
-    "workbench.serve", "workbench.demo", "workbench.lab",
+    "workbench.wire", "workbench.serve", "workbench.demo", "workbench.lab",
 ]
 
 
