@@ -144,6 +144,12 @@ class LayerCache:
         self.pos.index_copy_(1, slot, pos.expand(k.shape[0], 1))
         return self.k, self.v, self.pos
 
+    def select(self, rows: Tensor) -> None:
+        """Keep only the sequences ``rows`` (int64 indices), in that order."""
+        self.batch = rows.numel()
+        if self.k is not None:
+            self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
+
     def held(self) -> Tensor:
         """Number of keys held per sequence [B] (slots with a position)."""
         return (self.pos >= 0).sum(1) if self.pos is not None else torch.zeros(self.batch, dtype=torch.long)
@@ -182,6 +188,14 @@ class KVCache:
         self.next_pos.zero_()
         for layer in self.layers:
             layer.reset()
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only the sequences ``rows`` (int64 indices into the batch), in that order: e.g. drop the
+        sequences that finished generating. Copies the kept rows once."""
+        for layer in self.layers:
+            layer.select(rows)
+        self.next_pos = self.next_pos[rows]
+        self.batch = rows.numel()
 
     def positions(self, T: int, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
         """Positions of T new columns: (query positions [B or 1, T], key positions [B or 1, T] with -1 at
