@@ -869,20 +869,20 @@ class Model(nn.Module):
             q_pos, k_pos, plain = cache.positions(T, mask)
         else:
             q_pos, k_pos, plain = column_positions(T, mask, None, 0, self.device)
-        logits = self._run(tokens, _Step(self, q_pos, k_pos, plain, cache, run), last_only)
+        logits = self._run(tokens, _Step(self, q_pos, k_pos, plain, cache, run), last_only, unembed)
         if cache is not None:
             cache.advance(T)
         return logits if batched else logits[0]
 
-    def _run(self, tokens: Tensor, ctx: _Step, last_only: bool) -> Tensor:
-        """tokens [B, T] -> logits [B, T or 1, V] through every block."""
+    def _run(self, tokens: Tensor, ctx: _Step, last_only: bool, unembed: bool = True) -> Tensor:
+        """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
         for block in self.block:
             x = block(x, ctx)
         x = hp("final_norm", self.norm(x))
         if not unembed:
-            return x if batched else x[0]
+            return x
         if last_only:
             x = x[:, -1:]
         return hp("logits", linear(x, self.unembedding))
