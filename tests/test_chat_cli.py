@@ -56,3 +56,13 @@ def test_cli_help_lists_options(capsys):
     out = capsys.readouterr().out
     for flag in ("--reasoning-effort", "--python", "--browser", "--base-url", "--constrained"):
         assert flag in out
+
+
+def test_cli_shows_what_was_written_when_no_message_formed(tiny_dir, capsys):
+    """A random model, unconstrained, writes no Harmony message: the CLI prints the tokens it wrote instead of
+    hiding them behind the stop reason."""
+    code = main(["chat", str(tiny_dir), "-m", "Hello", "--max-new-tokens", "6", "--seed", "0", "--no-color",
+                 "--max-turns", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[stopped: " in out and "[no message formed; the model wrote 6 tokens: '" in out

@@ -125,4 +125,9 @@ def run(args) -> int:
             printer.current = None
         if result.stop_reason not in ("return", "final"):
             printer.write(f"[stopped: {result.stop_reason}]\n", "error")
+            last = result.transcripts[-1] if result.transcripts else None
+            if last is not None and not last.messages and last.events:  # nothing parsed: show what was written
+                raw = "".join(e.text for e in last.events)
+                printer.write(f"[no message formed; the model wrote {len(last.events)} tokens: {safe(raw[:1000])!r}]\n",
+                              "error")
         conv = result.conversation
