@@ -866,6 +866,18 @@ class Model(nn.Module):
             cache.advance(T)
         return logits if batched else logits[0]
 
+    def decode_step(self, tokens: Tensor, cache: KVCache, run: HookRun | None = None) -> Tensor:
+        """One token per sequence through a preallocated cache, reading no host-side number: tokens [B, 1]
+        (on the model's device, not validated) -> logits [B, 1, V]. Positions come from ``cache.next_pos``
+        and the slot from ``cache.col``, both advanced on the device, so a CUDA graph can capture this call
+        and replay it per token (``workbench.decode``). The caller keeps ``cache.length`` in step and makes
+        sure a full layer has room (``cache.length < cache.max_len``)."""
+        pos = cache.next_pos[:, None]
+        logits = self._run(tokens, _Step(self, pos, pos, False, cache, run, col=cache.col), last_only=True)
+        cache.next_pos += 1
+        cache.col += 1
+        return logits
+
     def _run(self, tokens: Tensor, ctx: _Step, last_only: bool) -> Tensor:
         """tokens [B, T] -> logits [B, T or 1, V] through every block."""
         hp = ctx.hook_prefix("")
