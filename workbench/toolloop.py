@@ -96,6 +96,32 @@ def tool_message(recipient: str, text: str, channel: str | None) -> Message:
     return m
 
 
+def take_turn(conv: Conversation, transcript: Transcript, tools: Sequence[Any], trace: ToolTrace, generation: int,
+              on_event: Callable[[TokenEvent | ToolStep], None] | None = None) -> str | None:
+    """After one generation: append its messages to ``conv``; if it ends in a tool call, run the tool, append
+    its answer and return None (generate again); else return the stop reason. (A batched loop shares this.)"""
+    conv.extend(transcript.messages)
+    if not transcript.messages:
+        return "empty"
+    last, span = transcript.messages[-1], transcript.spans[-1]
+    if span.terminator is None:  # cut off by max_new_tokens: do not run a half-written call
+        return "length"
+    if last.recipient and last.recipient != "assistant" and last.author.role == Role.ASSISTANT:
+        arguments = "".join(c.text for c in last.content if isinstance(c, TextContent))
+        started = time.perf_counter()
+        result = run_tool(tools, last.recipient, arguments)
+        step = ToolStep(index=len(trace), generation=generation, recipient=last.recipient, arguments=arguments,
+                        result=result.text, duration=time.perf_counter() - started,
+                        token_span=(span.start, span.end), error=result.error, channel=last.channel,
+                        content_type=last.content_type, data=result.data)
+        trace.append(step)
+        conv.add(tool_message(last.recipient, result.text, last.channel))
+        if on_event:
+            on_event(step)
+        return None
+    return "return" if span.terminator == "<|return|>" else "final" if last.channel == "final" else "no_recipient"
+
+
 def chat(
     backend,
     conversation: Conversation,
@@ -116,7 +142,6 @@ def chat(
         conv.set_reasoning_effort(reasoning_effort)
     transcripts: list[Transcript] = []
     trace = ToolTrace()
-    stop = "max_turns"
     for generation in range(max_turns):
         decoder = StreamDecoder("assistant", channels=conv.channels, recipients=conv.recipients or None)
         for token in backend.generate(conv, reasoning_effort=conv.reasoning_effort, **generate_options):
@@ -125,29 +150,11 @@ def chat(
                 on_event(event)
         transcript = decoder.finish()
         transcripts.append(transcript)
-        conv.extend(transcript.messages)
-        if not transcript.messages:
-            stop = "empty"
+        stop = take_turn(conv, transcript, tools, trace, generation, on_event)
+        if stop is not None:
             break
-        last, span = transcript.messages[-1], transcript.spans[-1]
-        if span.terminator is None:  # cut off by max_new_tokens: do not run a half-written call
-            stop = "length"
-            break
-        if last.recipient and last.recipient != "assistant" and last.author.role == Role.ASSISTANT:
-            arguments = "".join(c.text for c in last.content if isinstance(c, TextContent))
-            started = time.perf_counter()
-            result = run_tool(tools, last.recipient, arguments)
-            step = ToolStep(index=len(trace), generation=generation, recipient=last.recipient, arguments=arguments,
-                            result=result.text, duration=time.perf_counter() - started,
-                            token_span=(span.start, span.end), error=result.error, channel=last.channel,
-                            content_type=last.content_type, data=result.data)
-            trace.append(step)
-            conv.add(tool_message(last.recipient, result.text, last.channel))
-            if on_event:
-                on_event(step)
-            continue
-        stop = "return" if span.terminator == "<|return|>" else "final" if last.channel == "final" else "no_recipient"
-        break
+    else:
+        stop = "max_turns"
     finals = [t.final for t in transcripts if t.final is not None]
     return ChatResult(conversation=conv, transcripts=transcripts, trace=trace, stop_reason=stop,
                       final=finals[-1] if finals else None)

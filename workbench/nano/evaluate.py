@@ -20,7 +20,6 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..backends import LocalBackend
 from ..evals.report import wilson
 from ..evals.scorers import numeric
 from ..harmony import tokens as T
@@ -48,20 +47,12 @@ class Record:
         return asdict(self)
 
 
-class _ProbeBackend(LocalBackend):
-    """LocalBackend that records, at every step, the probability of the ids outside ``trained``."""
-
-    def __init__(self, model, trained: torch.Tensor):
-        super().__init__(model)
-        self.untrained = torch.ones(model.config.vocab_size, dtype=torch.bool)
-        self.untrained[trained] = False
-        self.masses: list[float] = []
-
-    def processor(self, prompt):
-        def record(generated, logits):
-            self.masses.append(float(torch.softmax(logits.float(), -1)[self.untrained].sum()))
-            return logits
-        return record
+def _probe(untrained: torch.Tensor, masses: list[float]):
+    """A logits processor that records the probability of the ``untrained`` ids at each step (changes nothing)."""
+    def record(generated, logits):
+        masses.append(float(torch.softmax(logits.float(), -1)[untrained].sum()))
+        return logits
+    return record
 
 
 def trained_ids(model) -> torch.Tensor:
@@ -91,30 +82,62 @@ def score(task: data.Task, final: str | None, trace) -> bool:
 
 
 def measure(model, family: str, effort: str, n: int, *, seed: int = 0, temperature: float = 1.0,
-            max_new_tokens: int = 600, progress: bool = False) -> list[Record]:
-    """Ask ``n`` held-out ``family`` questions at ``effort`` (see the module docstring)."""
+            max_new_tokens: int = 600, max_turns: int = 4, batch: int = 32, progress: bool = False) -> list[Record]:
+    """Ask ``n`` held-out ``family`` questions at ``effort`` (see the module docstring). The questions run as a
+    batch through ``workbench.generate`` (each sequence as if generated alone, with seed ``seed * 1000003 + i``
+    in its first turn) and through the tool loop's own turn logic (``toolloop.take_turn``)."""
     from tqdm.auto import tqdm
 
-    from ..toolloop import chat
+    from ..generate import generate
+    from ..harmony import StreamDecoder
+    from ..tools import ToolTrace
+    from ..toolloop import collect_tools, take_turn
 
-    backend = _ProbeBackend(model, trained_ids(model))
     python_tool, function_tools = data.tools()
-    out = []
-    for i, task in enumerate(tqdm(data.heldout_tasks(family, n, seed), desc=f"{family}/{effort}", disable=not progress,
-                                  leave=False)):
-        conv = data.prompt(task, effort)
-        tools = [t for name, t in (("python", python_tool), ("functions", function_tools)) if name in task.tools]
-        backend.masses = []
-        result = chat(backend, conv, tools=tools, max_turns=4, max_new_tokens=max_new_tokens,
-                      temperature=temperature, seed=seed * 1_000_003 + i)
-        tokens = [e for t in result.transcripts for e in t.events]
-        out.append(Record(
-            family, effort, task.question, task.target, result.final, score(task, result.final, result.trace),
-            result.stop_reason, len(result.transcripts), sum(not t.errors for t in result.transcripts),
-            [f"{e.code}: {e.detail}" for _, e in result.errors],
-            [{"recipient": s.recipient, "arguments": s.arguments, "error": s.error, "channel": s.channel}
-             for s in result.trace],
-            len(tokens), sum(e.channel == "analysis" for e in tokens), list(backend.masses)))
+    untrained = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    untrained[trained_ids(model)] = False
+    tasks = data.heldout_tasks(family, n, seed)
+    out: list[Record] = []
+    bar = tqdm(total=n, desc=f"{family}/{effort}", disable=not progress, leave=False)
+    for first in range(0, n, batch):
+        group = list(range(first, min(n, first + batch)))
+        convs = {i: data.prompt(tasks[i], effort) for i in group}
+        tools = {i: collect_tools([t for name, t in (("python", python_tool), ("functions", function_tools))
+                                   if name in tasks[i].tools]) for i in group}
+        traces = {i: ToolTrace() for i in group}
+        transcripts: dict[int, list] = {i: [] for i in group}
+        masses: dict[int, list[float]] = {i: [] for i in group}
+        stops: dict[int, str] = {}
+        for turn in range(max_turns):
+            active = [i for i in group if i not in stops]
+            if not active:
+                break
+            decoders = {i: StreamDecoder("assistant", channels=convs[i].channels,
+                                         recipients=convs[i].recipients or None) for i in active}
+            for tok in generate(model, [convs[i].render() for i in active], max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=[(seed * 1_000_003 + i) * 16 + turn for i in active],
+                                stop_tokens=T.STOP_FOR_ACTIONS,
+                                logits_processor=[_probe(untrained, masses[i]) for i in active]):
+                decoders[active[tok.sequence]].push(tok.token)
+            for i in active:
+                transcript = decoders[i].finish()
+                transcripts[i].append(transcript)
+                stop = take_turn(convs[i], transcript, tools[i], traces[i], turn)
+                if stop is not None:
+                    stops[i] = stop
+        for i in group:
+            finals = [t.final for t in transcripts[i] if t.final is not None]
+            final = finals[-1] if finals else None
+            events = [e for t in transcripts[i] for e in t.events]
+            out.append(Record(
+                family, effort, tasks[i].question, tasks[i].target, final, score(tasks[i], final, traces[i]),
+                stops.get(i, "max_turns"), len(transcripts[i]), sum(not t.errors for t in transcripts[i]),
+                [f"{e.code}: {e.detail}" for t in transcripts[i] for e in t.errors],
+                [{"recipient": s.recipient, "arguments": s.arguments, "error": s.error, "channel": s.channel,
+                  "content_type": s.content_type} for s in traces[i]],
+                len(events), sum(e.channel == "analysis" for e in events), masses[i]))
+            bar.update(1)
+    bar.close()
     return out
 
 
