@@ -8,8 +8,8 @@ tokens.
 
 Decoding constraints: a ``HarmonyConstraint`` is applied when the server runs constrained (the random
 built-in models) and whenever a request restricts tool use (``tool_choice`` none / required / a named
-function): its recipients are then only the allowed ones, and for required / named the ``final``
-channel is closed, so the turn can only end in a call. Parallel calls (chat): after a call to a
+function): its recipients are then only the allowed ones, and for required / named the turn may open
+with one analysis message and must then be a call. Parallel calls (chat): after a call to a
 function the model is asked to continue with ``<|start|>assistant``; if its next header is another
 function call that call is kept, otherwise the look-ahead is dropped (gpt-oss writes one call per
 generation; this lets it write several when it means to).
@@ -56,11 +56,9 @@ def constraint(backend, conv: Conversation, *, server_constrained: bool, allowed
     """The logits processor for one generation, or None (see the module docstring)."""
     if not getattr(backend, "constrainable", False) or (not server_constrained and allowed is None):
         return None
-    channels = conv.channels or ("analysis", "commentary", "final")
-    if must_call:
-        channels = tuple(c for c in channels if c != "final")
     recipients = conv.recipients if allowed is None else allowed
-    return HarmonyConstraint(channels, recipients, max_content_tokens=getattr(backend, "max_content_tokens", None))
+    return HarmonyConstraint(conv.channels, recipients, max_content_tokens=getattr(backend, "max_content_tokens", None),
+                             require_call=must_call and bool(recipients))
 
 
 def _options(backend, *, max_tokens, temperature, top_p, seed, effort, top_logprobs, processor) -> dict:
@@ -100,7 +98,7 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
             while left > 0 and not job.cancelled:
                 lookahead = context is not conv
                 processor = constraint(backend, conv, server_constrained=constrained, allowed=req.allowed_recipients,
-                                       must_call=req.must_call)
+                                       must_call=req.must_call and not lookahead)  # a call was made: choice is free
                 turn = backend.stream(context, channels=conv.channels, recipients=conv.recipients or None,
                                       **_options(backend, max_tokens=left, temperature=req.temperature, top_p=req.top_p,
                                                  seed=seed, effort=conv.reasoning_effort,
@@ -175,6 +173,15 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
     from ..toolloop import run_tool, tool_message
 
     def work(job: Job) -> Iterator[dict]:
+        try:
+            yield from run(job)
+        finally:
+            for tool in tools:  # e.g. end the python tool's sandboxed session
+                close = getattr(tool, "close", None)
+                if close is not None:
+                    close()
+
+    def run(job: Job) -> Iterator[dict]:
         conv = req.conversation.copy()
         builder = ResponseBuilder(req)
         if req.stream:
@@ -185,8 +192,10 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
             prompt = conv.render()
             room = budget(limits, len(prompt), req.max_output_tokens)
             left = room if left is None else min(left, room)
-            processor = constraint(backend, conv, server_constrained=constrained, allowed=req.allowed_recipients,
-                                   must_call=req.tool_choice == "required" or isinstance(req.tool_choice, dict))
+            first = round_ == 0  # tool_choice binds the first generation; after tool results the model is free
+            processor = constraint(backend, conv, server_constrained=constrained,
+                                   allowed=req.allowed_recipients if first else None,
+                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)))
             turn = backend.stream(conv, **_options(backend, max_tokens=left, temperature=req.temperature,
                                                    top_p=req.top_p, seed=req.seed, effort=conv.reasoning_effort,
                                                    top_logprobs=req.top_logprobs, processor=processor))

@@ -119,7 +119,7 @@ def parse_responses_request(body: dict, model_name: str, *,
             raise APIError(400, f"tools[{i}]: unsupported tool type {kind!r:.40} "
                                 "(function, code_interpreter, web_search, browser_search)", "tools")
     names = tuple(f.name for f in functions)
-    choice = _tool_choice(body.get("tool_choice"), names)
+    choice = _tool_choice(body.get("tool_choice"), names, bool(names or wanted))
     instructions = string(body, "instructions")
     history = History(effort=req_effort, functions=functions, builtins=[builtins[n]() for n in wanted])
     history.instruct(instructions or "")
@@ -154,12 +154,12 @@ def parse_responses_request(body: dict, model_name: str, *,
         max_tool_calls=number(body, "max_tool_calls", None, 0, 1000, integer=True), calls=dict(history.calls))
 
 
-def _tool_choice(value: Any, names: tuple[str, ...]):
+def _tool_choice(value: Any, names: tuple[str, ...], any_tools: bool):
     if value is None or value in ("auto", "none"):
         return value or "auto"
     if value == "required":
-        if not names:
-            raise APIError(400, "'tool_choice' is 'required' but no function tools were given", "tool_choice")
+        if not any_tools:
+            raise APIError(400, "'tool_choice' is 'required' but no tools were given", "tool_choice")
         return value
     if isinstance(value, dict) and value.get("type") == "function":
         if value.get("name") not in names:
@@ -276,7 +276,7 @@ class ResponseBuilder:
                else {"type": "function", "name": r.tool_choice["name"]},
                "tools": r.tools, "top_p": r.top_p, "truncation": "disabled", "user": None, "usage": None}
         if status in ("completed", "incomplete"):
-            out["usage"] = {"input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            out["usage"] = {"input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                             "output_tokens": self.output_tokens,
                             "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
                             "total_tokens": self.input_tokens + self.output_tokens}
