@@ -927,7 +927,8 @@ class Model(nn.Module):
         if cache is not None and run is None and T > _PREFILL_CHUNK:  # bounded memory: chunks through the cache
             parts = [self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
                                    last_only=last_only and a + _PREFILL_CHUNK >= T,
-                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK])
+                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK],
+                                   unembed=unembed)
                      for a in range(0, T, _PREFILL_CHUNK)]
             logits = parts[-1] if last_only else torch.cat(parts, 1)
             return logits if batched else logits[0]
@@ -939,6 +940,18 @@ class Model(nn.Module):
         if cache is not None:
             cache.advance(T)
         return logits if batched else logits[0]
+
+    def decode_step(self, tokens: Tensor, cache: KVCache, run: HookRun | None = None) -> Tensor:
+        """One token per sequence through a preallocated cache, reading no host-side number: tokens [B, 1]
+        (on the model's device, not validated) -> logits [B, 1, V]. Positions come from ``cache.next_pos``
+        and the slot from ``cache.col``, both advanced on the device, so a CUDA graph can capture this call
+        and replay it per token (``workbench.decode``). The caller keeps ``cache.length`` in step and makes
+        sure a full layer has room (``cache.length < cache.max_len``)."""
+        pos = cache.next_pos[:, None]
+        logits = self._run(tokens, _Step(self, pos, pos, False, cache, run, col=cache.col), last_only=True)
+        cache.next_pos += 1
+        cache.col += 1
+        return logits
 
     def _run(self, tokens: Tensor, ctx: _Step, last_only: bool, unembed: bool = True) -> Tensor:
         """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""
