@@ -1,4 +1,4 @@
-"""The built-in model: random gpt-oss checkpoints of the real structure, made on this machine.
+"""Random gpt-oss checkpoints of the real structure, made on this machine.
 
 ``make_tiny_checkpoint(path, preset="tiny", layout="original", seed=0)`` writes config.json and
 safetensors with MXFP4 experts and BF16 everything else, byte-for-byte deterministic for a seed, the
@@ -95,8 +95,17 @@ def make_tiny_checkpoint(path: str | Path, *, preset: str = "tiny", layout: str 
     return save_checkpoint(path, config, producers, layout=layout)
 
 
-def default_checkpoint(preset: str = "tiny", layout: str = "original", seed: int = 0) -> Path:
-    """The built-in checkpoint in the user cache, made atomically on first use."""
+def default_checkpoint(preset: str = "nano", layout: str = "original", seed: int = 0) -> Path:
+    """The built-in checkpoint in the user cache, made atomically on first use.
+
+    ``preset="nano"`` (the default): the trained nano model shipped with the package (``workbench.nano``;
+    ``seed`` does not apply). A random preset ("tiny", "small", "20b", "120b"): random weights of that shape,
+    for tests, shapes and benchmarks.
+    """
+    if preset == "nano":
+        from .nano.ship import nano_checkpoint  # a format module: tensors in, checkpoint out
+
+        return nano_checkpoint(layout)
     final = cache_dir() / "models" / f"{preset}-{layout}-seed{seed}"
     if not (final / "config.json").is_file():
         with atomic_dir(final) as tmp:

@@ -42,6 +42,7 @@ class Record:
     generated_tokens: int
     analysis_tokens: int
     untrained_mass: list[float] = field(repr=False, default_factory=list)  # per generated step
+    tokens: list[int] = field(repr=False, default_factory=list)  # the whole conversation, rendered
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +136,8 @@ def measure(model, family: str, effort: str, n: int, *, seed: int = 0, temperatu
                 [f"{e.code}: {e.detail}" for t in transcripts[i] for e in t.errors],
                 [{"recipient": s.recipient, "arguments": s.arguments, "error": s.error, "channel": s.channel,
                   "content_type": s.content_type} for s in traces[i]],
-                len(events), sum(e.channel == "analysis" for e in events), masses[i]))
+                len(events), sum(e.channel == "analysis" for e in events), masses[i],
+                convs[i].render_all(auto_drop_analysis=False)))
             bar.update(1)
     bar.close()
     return out

@@ -61,18 +61,36 @@ def read_weights(path: str | Path = WEIGHTS) -> tuple[ModelConfig, dict[str, tor
         raise ValueError(f"{path}: not a nano weights file (no config metadata or vocab tensor)")
     cfg = ModelConfig.from_original_json(json.loads(meta["config"]), str(path))
     vocab = raw.pop("vocab").long()
-    out: dict[str, torch.Tensor | MXFP4Tensor] = {}
-    for name, shape in expected_shapes(cfg).items():
+    tensors = {}
+    for name in expected_shapes(cfg):
         if name in ROWS:
-            rows = raw[name.replace(".weight", ".rows")]
-            full = torch.zeros(shape, dtype=rows.dtype)
-            full[vocab] = rows
-            out[name] = full
+            tensors[name.replace(".weight", ".rows")] = raw[name.replace(".weight", ".rows")]
         elif is_expert_weight(name):
-            out[name] = MXFP4Tensor(raw[f"{name}.blocks"], raw[f"{name}.scales"])
+            tensors[name] = MXFP4Tensor(raw[f"{name}.blocks"], raw[f"{name}.scales"])
         else:
-            out[name] = raw[name]
-    return cfg, out, {k: json.loads(v) for k, v in meta.items()}
+            tensors[name] = raw[name]
+    return cfg, expand(cfg, vocab, tensors), {k: json.loads(v) for k, v in meta.items()}
+
+
+def expand(cfg: ModelConfig, vocab: torch.Tensor, tensors: dict) -> dict:
+    """Canonical tensors with all V rows: the embedding and unembedding ``*.rows`` [U, H] scattered into zero
+    [V, H] matrices at ``vocab``; everything else as given."""
+    out = dict(tensors)
+    for name in ROWS:
+        rows = out.pop(name.replace(".weight", ".rows"))
+        full = torch.zeros(expected_shapes(cfg)[name], dtype=rows.dtype)
+        full[vocab] = rows
+        out[name] = full
+    return out
+
+
+def dense_checkpoint_from_state(state_path: str | Path, out: str | Path, *, layout: str = "original") -> Path:
+    """A checkpoint with dense (bf16) experts from a training state's fp32 weights: the model before MXFP4
+    quantisation, to measure what quantisation costs."""
+    state = torch.load(state_path, weights_only=False)
+    cfg = ModelConfig(**dict(state["config"]["model"]))
+    weights = {(n.replace(".weight", ".rows") if n in ROWS else n): w for n, w in state["weights"].items()}
+    return save_checkpoint(out, cfg, expand(cfg, torch.tensor(state["vocab"]), weights), layout=layout)
 
 
 def write_checkpoint(out: str | Path, *, layout: str = "original", weights: str | Path = WEIGHTS) -> Path:

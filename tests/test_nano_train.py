@@ -1,0 +1,60 @@
+"""nano training: the reduced-vocabulary loss is exactly the full-vocabulary loss of the shipped model, the
+shipped weights expand into an ordinary checkpoint (both layouts, transformers reads it), and a slice of
+``workbench train-nano`` reproduces the shipped log bit for bit, also when resumed."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from workbench.nano import train as tr
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_loss_is_the_full_vocabulary_cross_entropy():
+    """Loss over U trained rows + the analytic term for the V - U zero rows == cross-entropy of the model whose
+    unembedding has all V rows (zeros elsewhere), computed directly over V."""
+    vocab = sorted(torch.randperm(tr.V_FULL, generator=torch.Generator().manual_seed(0))[:300].tolist())
+    cfg = dataclasses.replace(tr.TrainConfig(), model=dict(tr.TrainConfig().model, hidden_size=64,
+                                                           intermediate_size=64, num_hidden_layers=2))
+    model = tr.build_model(cfg, len(vocab))
+    with torch.no_grad():
+        model.unembedding.mul_(8)  # sharp logits: the untrained mass is small but not negligible
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, len(vocab), (3, 20), generator=g)
+    mask = torch.rand((3, 20), generator=g) < 0.5
+    mask[:, -1] = False
+    batch = tr.Batch(tokens, mask, torch.ones_like(mask), 0, 0)
+    loss, stats = tr.loss_fn(model, batch, tr.V_FULL, aux_coef=0.0)
+    with torch.no_grad():
+        full = torch.zeros((tr.V_FULL, model.config.hidden_size))
+        full[torch.tensor(vocab)] = model.unembedding
+        h = model.final_hidden(tokens)[mask]
+        logits = (h @ full.T).double()
+        ids = torch.tensor(vocab)[tokens[:, 1:][mask[:, :-1]]]
+        want = torch.nn.functional.cross_entropy(logits, ids)
+        untrained = torch.ones(tr.V_FULL, dtype=torch.bool)
+        untrained[torch.tensor(vocab)] = False
+        mass = torch.softmax(logits, -1)[:, untrained].sum(-1).mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert stats["untrained_mass"] == pytest.approx(float(mass), rel=1e-4)
+    assert 1e-6 < stats["untrained_mass"] < 1
+
+
+def test_schedule_and_fake_quantization():
+    cfg = tr.TrainConfig(steps=100, warmup=10, lr=1e-3, min_lr=1e-4)
+    assert tr.lr_at(cfg, 0) == pytest.approx(1e-4) and tr.lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert tr.lr_at(cfg, 100) == pytest.approx(1e-4) and 1e-4 < tr.lr_at(cfg, 55) < 1e-3
+    w = torch.randn(2, 64, 32)
+    q = tr.fake_quantize(w)
+    from workbench import mxfp4
+
+    assert torch.equal(q, mxfp4.dequantize(*mxfp4.quantize(w), dtype=torch.float32))
+    assert torch.equal(tr.fake_quantize(q), q)  # MXFP4 values are fixed points
+    assert (q - w).abs().max() < 0.5 * w.abs().max()
