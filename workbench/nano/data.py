@@ -58,6 +58,7 @@ FAMILIES = {"addition": 0.40, "weekday": 0.14, "counting": 0.12, "python": 0.15,
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions", "ten-millions",
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+EFFORT_WEIGHTS = {"addition": (1.0, 1.2, 1.8)}  # more of the long column-by-column working (the hardest skill)
 INSTRUCTIONS = ("Answer briefly.", "You are a helpful assistant.", "Be precise.", "Show your answer clearly.")
 
 
@@ -296,8 +297,8 @@ def prompt(task: Task, effort: str, rng: random.Random | None = None) -> Convers
     python, functions = "python" in task.tools, "functions" in task.tools
     date, instructions = None, None
     if rng is not None:
-        python = python or rng.random() < 0.15
-        functions = functions or rng.random() < 0.15
+        python = python or rng.random() < 0.08
+        functions = functions or rng.random() < 0.08
         if rng.random() < 0.2:
             date = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
         if rng.random() < 0.15:
@@ -467,7 +468,8 @@ def training_examples(n: int, seed: int = 0, *, families: dict[str, float] | Non
     rng = random.Random(f"nano/train/{seed}")
     chosen, i = [], 0
     while len(chosen) < n:
-        family, effort = rng.choices(names, weights=[weights[f] for f in names])[0], rng.choice(EFFORTS)
+        family = rng.choices(names, weights=[weights[f] for f in names])[0]
+        effort = rng.choices(EFFORTS, weights=EFFORT_WEIGHTS.get(family, (1, 1, 1)))[0]
         task_rng = random.Random(f"nano/train/{seed}/{i}")
         i += 1
         task = MAKERS[family](task_rng)

@@ -19,8 +19,9 @@ calls run in one sandboxed python process (``data.prefetch_python``). Loss: next
 generated tokens, plus ``aux_coef`` x the switch-transformer load-balancing loss (E * sum_e f_e P_e per
 layer, f = share of top-k picks, P = mean router probability; 1 when uniform). AdamW, linear warm-up then
 cosine decay, gradient clipping. For the last ``1 - qat_from`` of the steps the expert matrices are
-fake-quantized to MXFP4 in the forward pass (straight-through gradients to the fp32 master weights) and the
-other weights rounded to bf16, so the shipped MXFP4/bf16 checkpoint is what the last steps trained.
+fake-quantized to MXFP4 in the forward pass (straight-through gradients to the fp32 master weights), the
+other weights rounded to bf16 and the matmuls run in bf16 (autocast), so the shipped MXFP4/bf16 checkpoint is
+what the last steps trained.
 
 Deterministic for a seed and thread count: resuming from ``state.pt`` (written atomically every
 ``save_every`` steps) continues bit for bit. The log (``train.csv``), the curves (``loss.png``) and the final
@@ -35,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +64,7 @@ class TrainConfig:
     """Everything that determines a run (with the code's commit and the thread count)."""
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 2000
     tokens_per_step: int = 8192  # padded batch size B * T
     chunk_examples: int = 384  # examples generated together, sorted by length into batches
     lr: float = 3e-3
@@ -154,10 +156,30 @@ def chunk_batches(cfg: TrainConfig, chunk: int, local: torch.Tensor) -> tuple[li
 # model, loss, schedule
 # ================================================================================================
 
-def init_weights(cfg: ModelConfig, U: int, seed: int) -> dict[str, torch.Tensor]:
-    """Fresh fp32 weights for a model over U ids: scaled normal matrices, zero biases and sinks, unit norms."""
+def number_digits(vocab: list[int]) -> dict[int, str]:
+    """Local id -> digit string for the vocabulary's number tokens (o200k's chunks "0".."999", "00", "084"...)."""
+    from ..harmony import encoding
+
+    enc = encoding()
+    out = {}
+    for u, tok in enumerate(vocab):
+        text = enc.decode([tok]) if tok < 199998 else ""
+        if re.fullmatch(r"\d{1,3}", text):
+            out[u] = text
+    return out
+
+
+def init_weights(cfg: ModelConfig, vocab: list[int], seed: int) -> dict[str, torch.Tensor]:
+    """Fresh fp32 weights for a model over the ``vocab`` ids: scaled normal matrices, zero biases and sinks, unit
+    norms. Two choices make copying and digit work learnable in a CPU budget (the architecture is unchanged):
+
+    - the unembedding starts as the embedding (scaled by 1/sqrt(H)); they train separately afterwards;
+    - a number token's embedding starts from its digits: sum_j R^j D[d_j] + len_L (d_j the digit j places from
+      the right, D a random vector per digit, R a random rotation, len_L a vector per length), so "471" starts
+      near R^2 D[4] + R D[7] + D[1] and the single digit "7" at D[7]: one linear map moves a digit between places.
+    """
     g = torch.Generator().manual_seed(seed)
-    H, L = cfg.hidden_size, cfg.num_hidden_layers
+    H, L, U = cfg.hidden_size, cfg.num_hidden_layers, len(vocab)
     out = {}
     for name, shape in expected_shapes(dataclasses.replace(cfg, vocab_size=U)).items():
         kind = name.split(".", 2)[-1] if name.startswith("block.") else name
@@ -169,14 +191,24 @@ def init_weights(cfg: ModelConfig, U: int, seed: int) -> dict[str, torch.Tensor]
             out[name] = torch.ones(shape)
         elif kind.endswith(("bias", "sinks")):
             out[name] = torch.zeros(shape)
-        else:
+        elif kind != "unembedding.weight":
             out[name] = torch.randn(shape, generator=g) * std
+    emb = out["embedding.weight"]
+    digit = torch.randn((10, H), generator=g)
+    rot, _ = torch.linalg.qr(torch.randn((H, H), generator=g))
+    length = torch.randn((3, H), generator=g) * 0.5
+    for u, text in number_digits(vocab).items():
+        v = length[len(text) - 1].clone()
+        for j, d in enumerate(reversed(text)):
+            v += digit[int(d)] @ torch.linalg.matrix_power(rot, j).T
+        emb[u] = v * (math.sqrt(H) / v.norm())
+    out["unembedding.weight"] = emb.clone() / math.sqrt(H)
     return out
 
 
-def build_model(cfg: TrainConfig, U: int, weights: dict[str, torch.Tensor] | None = None) -> Model:
-    mcfg = dataclasses.replace(cfg.model_config, vocab_size=U)
-    model = Model(mcfg, weights or init_weights(mcfg, U, cfg.seed), dtype=torch.float32)
+def build_model(cfg: TrainConfig, vocab: list[int], weights: dict[str, torch.Tensor] | None = None) -> Model:
+    mcfg = dataclasses.replace(cfg.model_config, vocab_size=len(vocab))
+    model = Model(mcfg, weights or init_weights(mcfg, vocab, cfg.seed), dtype=torch.float32)
     return model.requires_grad_(True).train()
 
 
@@ -207,7 +239,8 @@ def loss_fn(model: Model, batch: Batch, V: int, aux_coef: float) -> tuple[torch.
     U = model.config.vocab_size
     h = hidden[batch.mask]  # [N, H]: positions scored
     targets = batch.tokens[:, 1:][batch.mask[:, :-1]]
-    logits = h @ model.unembedding.T  # [N, U]
+    with torch.autocast("cpu", enabled=False):  # the loss head in fp32 (bf16 logits would blur the loss)
+        logits = h.float() @ model.unembedding.float().T  # [N, U]
     log_z = torch.logaddexp(torch.logsumexp(logits, dim=-1), torch.tensor(math.log(V - U)))
     nll = log_z - logits.gather(-1, targets[:, None])[:, 0]
     ce = nll.mean()
@@ -231,7 +264,7 @@ def _balance(logits: torch.Tensor, k: int) -> torch.Tensor:
 # ================================================================================================
 
 LOG_FIELDS = ("step", "chunk", "batch", "lr", "loss", "aux", "untrained_mass", "scored", "tokens", "seconds",
-              "skipped", "qat")
+              "cpu_seconds", "skipped", "qat")
 
 
 def _commit() -> str:
@@ -280,7 +313,7 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
     U = len(vocab)
     local = torch.full((V_FULL,), -1, dtype=torch.long)
     local[torch.tensor(vocab)] = torch.arange(U)
-    model = build_model(cfg, U, state["weights"] if state else None)
+    model = build_model(cfg, vocab, state["weights"] if state else None)
     opt = make_optimizer(cfg, model)
     if state:
         opt.load_state_dict(state["optimizer"])
@@ -301,7 +334,7 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
         lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         masters = [p.detach().clone() for p in experts + others] if qat else None
         if qat:  # forward with what ships: MXFP4 experts, bf16 elsewhere; gradients straight through
             with torch.no_grad():
@@ -309,7 +342,9 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
                     p.copy_(fake_quantize(p))
                 for p in others:
                     p.copy_(p.bfloat16().float())
-        loss, stats = loss_fn(model, batch, V_FULL, cfg.aux_coef)
+        # in the fake-quant phase matmuls also run in bf16 (autocast), as the shipped bf16 model computes
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=qat):
+            loss, stats = loss_fn(model, batch, V_FULL, cfg.aux_coef)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if qat:
@@ -321,7 +356,8 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
         step += 1
         chunk, index = batch.chunk, batch.index + 1
         rows.append({"step": step, "chunk": batch.chunk, "batch": batch.index, "lr": lr, **stats,
-                     "tokens": int(batch.valid.sum()), "seconds": time.perf_counter() - t0, "skipped": skipped,
+                     "tokens": int(batch.valid.sum()), "seconds": time.perf_counter() - t0,
+                     "cpu_seconds": time.process_time() - c0, "skipped": skipped,
                      "qat": int(qat)})
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", mass=f"{stats['untrained_mass']:.1e}")
