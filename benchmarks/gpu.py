@@ -451,7 +451,7 @@ def compile_check() -> dict:
     ptrs = {"X": "*bf16", "Act": "*bf16", "Bias": "*bf16", "Y": "*bf16", "Wt": "*fp32", "Ypair": "*fp32",
             "Wb": "*u8", "Ws": "*u8", "Idx": "*i64", "Order": "*i64", "TileE": "*i64", "TileR0": "*i64",
             "TileR1": "*i64", "Q": "*bf16", "K": "*bf16", "V": "*bf16", "Sinks": "*fp32", "Out": "*bf16",
-            "SinkP": "*fp32", "Mbuf": "*fp32", "Lbuf": "*fp32", "Abuf": "*fp32", "L": "*bf16",
+            "SinkP": "*fp32", "Mbuf": "*fp32", "Lbuf": "*fp32", "Abuf": "*fp32", "L": "*bf16", "QP": "*i64", "KP": "*i64",
             "limit": "fp32", "scale_log2": "fp32"}
     d, g, H = moe.DECODE_TILES, moe.GROUPED_TILES, 2880
     cases = {
@@ -466,9 +466,15 @@ def compile_check() -> dict:
                                                         BLOCK_K=g["block_k2"], UPCAST=False),
                          g["num_warps"], g["num_stages"], {}),
         "attention_prefill": (att._attn_kernel, dict(G=8, HQ=64, HEAD_DIM=64, BLOCK_D=64, BLOCK_M=128, BLOCK_N=64,
-                                                     SPLIT=False, UPCAST=False), 8, 3, {}),
+                                                     SPLIT=False, HAS_POS=False, UPCAST=False), 8, 3, {}),
         "attention_decode_split": (att._attn_kernel, dict(G=8, HQ=64, HEAD_DIM=64, BLOCK_D=64, BLOCK_M=16,
-                                                          BLOCK_N=64, SPLIT=True, UPCAST=False), 4, 3, {}),
+                                                          BLOCK_N=64, SPLIT=True, HAS_POS=False, UPCAST=False), 4, 3, {}),
+        "attention_prefill_positions": (att._attn_kernel, dict(G=8, HQ=64, HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64,
+                                                               BLOCK_N=64, SPLIT=False, HAS_POS=True, UPCAST=False),
+                                        8, 3, {}),
+        "attention_decode_positions": (att._attn_kernel, dict(G=8, HQ=64, HEAD_DIM=64, BLOCK_D=64, BLOCK_M=16,
+                                                              BLOCK_N=64, SPLIT=True, HAS_POS=True, UPCAST=False),
+                                       4, 3, {}),
         "router": (rt._router_kernel, dict(K=4, BLOCK_K=4, BLOCK_T=64, BLOCK_E=32), 4, 3, {}),
     }
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"

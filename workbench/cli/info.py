@@ -16,11 +16,12 @@ def register(p) -> None:
 def run(args) -> int:
     from ..checkpoint import open_checkpoint
     from ..summary import config_text, mxfp4_summary, tensor_table
+    from ._text import terminal_text
 
     ckpt = open_checkpoint(args.path)
-    print(config_text(ckpt), end="\n\n")
-    print(tensor_table(ckpt), end="\n\n")
+    print(terminal_text(config_text(ckpt)), end="\n\n")  # tensor and file names come from the checkpoint
+    print(terminal_text(tensor_table(ckpt)), end="\n\n")
     if not args.no_scales:
         print("MXFP4 block scales (exponent = scale byte - 127)")
-        print(mxfp4_summary(ckpt))
+        print(terminal_text(mxfp4_summary(ckpt)))
     return 0
