@@ -34,6 +34,7 @@ LAYER_OF = {  # module (or package prefix) -> layer
     "workbench.kernels": "kernels", "workbench.cpu_kernels": "model",  # builds native kernels into the cache
     "workbench.model": "model", "workbench.trace": "model", "workbench.generate": "model", "workbench.hooks": "model",
     "workbench.kv_cache": "model", "workbench.interventions": "model", "workbench.lens": "model",
+    "workbench.decode": "model", "workbench.attribution": "model",
     "workbench.harmony": "harmony",
     "workbench.tools": "tools",
     "workbench.wire": "wire",
@@ -44,6 +45,8 @@ LAYER_OF = {  # module (or package prefix) -> layer
     "workbench.serve": "serve",
     "workbench.cli": "top", "workbench.demo": "top", "workbench.lab": "top", "workbench": "top",
     "workbench.notebooks": "top",
+    "workbench.nano": "top",  # trains the built-in model from the eval tasks' generators
+    "workbench.nano.ship": "formats",  # writes the shipped checkpoint: formats only
 }
 ABOVE_ALL = {"tools", "wire", "backends", "widgets", "evals", "serve", "top"}
 FORBIDDEN = {  # layer -> layers it must not import
