@@ -6,7 +6,7 @@
 - ``RouterView(trace, tokens=None)``: expert picks (tokens x layers), expert load, router logits.
 - ``SinkView(trace, tokens=None)``: attention-sink mass per layer/head/position, a head's pattern.
 - ``MXFP4View(checkpoint_or_model, layer, expert, weight=, reference=)``: scales, codes, error.
-- ``SweepView(sweep_folder_or_dataframe)``: an eval sweep's summary and samples (``sweep.py``).
+- ``SweepView(samples, summary)``: an eval sweep's summary and samples, as ``workbench.evals`` made them (``sweep.py``).
 
 Every widget has ``export_html(path)`` and ``_repr_html_`` (self-contained HTML, JavaScript inlined,
 works from file:// without a kernel or network); ``export_html(path, widgets)`` puts several on one
