@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 NAME = "info"
-HELP = "print a checkpoint's config, its tensors (name, dtype, shape, bytes) and MXFP4 scale statistics"
+HELP = "print a checkpoint's config and its tensors (name, dtype, shape, bytes); --scan adds MXFP4 scale statistics"
 ORDER = 20
 
 
 def register(p) -> None:
     p.add_argument("path", help="checkpoint folder (original or Hugging Face layout)")
-    p.add_argument("--no-scales", action="store_true", help="skip the MXFP4 scale summary (reads no weights)")
+    p.add_argument("--scan", action="store_true",
+                   help="also read every expert block for MXFP4 scale statistics (minutes on a 20b checkpoint)")
     p.set_defaults(func=run)
 
 
@@ -20,7 +21,7 @@ def run(args) -> int:
     ckpt = open_checkpoint(args.path)
     print(config_text(ckpt), end="\n\n")
     print(tensor_table(ckpt), end="\n\n")
-    if not args.no_scales:
+    if args.scan:
         print("MXFP4 block scales (exponent = scale byte - 127)")
         print(mxfp4_summary(ckpt))
     return 0
