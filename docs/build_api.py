@@ -9,9 +9,10 @@ from pathlib import Path
 
 MODULES = [
     "workbench", "workbench.config", "workbench.checkpoint", "workbench.mxfp4", "workbench.tiny",
-    "workbench.hooks", "workbench.model", "workbench.trace", "workbench.interventions", "workbench.generate",
-    "workbench.harmony", "workbench.tools", "workbench.backends", "workbench.toolloop",
-    "workbench.widgets", "workbench.kernels", "workbench.evals", "workbench.serve", "workbench.demo", "workbench.lab",
+    "workbench.hooks", "workbench.model", "workbench.kv_cache", "workbench.trace", "workbench.interventions",
+    "workbench.lens", "workbench.generate", "workbench.harmony", "workbench.tools", "workbench.backends",
+    "workbench.toolloop", "workbench.harmony_stats", "workbench.widgets", "workbench.kernels", "workbench.evals",
+    "workbench.wire", "workbench.serve", "workbench.demo", "workbench.lab",
 ]
 
 

@@ -5,11 +5,13 @@
 - ``run_sweep(tasks, models, efforts=..., out=DIR)``: models x efforts x tasks x repeats, resumable;
   models are ``local(path)`` (in-process) or ``server(name, base_urls)`` (OpenAI-compatible servers);
 - ``load(DIR)`` -> DataFrame, ``summary(df)``, plots and parquet (``report``);
-- ``rescore(DIR)``: score a stored sweep again with the current scorers, without running a model.
+- ``rescore(DIR)``: score a stored sweep again with the current scorers, without running a model;
+- ``record_sweep(DIR, model, names, tasks=...)``: the samples' activations per token, with Harmony labels.
 
 Evals drive backends; they never import widgets.
 """
 
+from .activations import conversation_for_record, record_sweep
 from .datasets import aime, gpqa, jsonl
 from .logs import KEY_FIELDS, read_records
 from .report import (format_summary, load, plot_accuracy_vs_effort, plot_accuracy_vs_tokens, summary, to_parquet,
@@ -22,8 +24,8 @@ from .tasks import Sample, Task, generated, get_task, task_names
 
 __all__ = [
     "EFFORTS", "KEY_FIELDS", "RescoreResult", "Sample", "Score", "Scorer", "SweepResult", "Target", "Task", "aime",
-    "boxed", "choice", "exact", "extract_boxed", "extract_choice", "extract_number", "format_summary", "generated",
-    "get_task", "gpqa", "jsonl", "load", "local", "numeric", "plan", "plot_accuracy_vs_effort",
-    "plot_accuracy_vs_tokens", "read_number", "read_records", "rescore", "run_sweep", "server", "summary",
-    "task_names", "to_parquet", "wilson", "write_plots",
+    "boxed", "choice", "conversation_for_record", "exact", "extract_boxed", "extract_choice", "extract_number",
+    "format_summary", "generated", "get_task", "gpqa", "jsonl", "load", "local", "numeric", "plan",
+    "plot_accuracy_vs_effort", "plot_accuracy_vs_tokens", "read_number", "read_records", "record_sweep", "rescore",
+    "run_sweep", "server", "summary", "task_names", "to_parquet", "wilson", "write_plots",
 ]

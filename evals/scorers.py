@@ -19,7 +19,8 @@ False
 How numbers are read (``read_number``, ``numbers_in``): exactly, as ``fractions.Fraction``, so no
 rounding of big integers or of decimals ever happens.
 
-- A sign is ``-``, ``+`` or the minus sign U+2212, written right before the digits (``- 5`` is 5).
+- A sign is ``-``, ``+`` or the minus sign U+2212, written right before the digits: in ``x - 5`` the
+  number is 5, and ``\boxed{- 5}`` holds no number.
 - Thousands separators: ``9,066,850``, ``9 066 850`` (a space, no-break space U+00A0, thin space U+2009,
   narrow no-break space U+202F, LaTeX ``\,`` or ``{,}``) and ``9_066_850``. A first group of 1-3 digits,
   then groups of exactly three, one separator throughout; anything else is not a group separator, so

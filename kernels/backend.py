@@ -2,7 +2,8 @@
 
 Same signatures as the model's ``TorchBackend`` (B batch, T new tokens, S keys, N = B*T):
 
-    attention(q [B,T,Hq,D], k [B,S,Hkv,D], v [B,S,Hkv,D], sinks [Hq], scale, window, offset) -> [B,T,Hq,D]
+    attention(q [B,T,Hq,D], k [B,S,Hkv,D], v [B,S,Hkv,D], sinks [Hq], scale, window, positions)
+        -> (out [B,T,Hq,D], sink_prob [B,Hq,T] fp32)
     router(logits [..., E], k) -> (expert_idx [..., k] int64 sorted best first, expert_weights [..., k] fp32)
     experts(x [N,H], expert_idx [N,k], expert_weights [N,k], experts, swiglu_limit) -> [N,H]
 
@@ -10,8 +11,15 @@ Same signatures as the model's ``TorchBackend`` (B batch, T new tokens, S keys, 
 ``.scales``, ``mlp1_bias``, ``mlp2_bias``), so this module imports nothing from the model. Checkpoints
 with dense (unquantised) experts go to ``fallback.experts`` (the model passes its TorchBackend).
 
-Attention internals (scores, probs, sink_prob) are not materialised by the kernel: the model computes them
-with its reference attention only when a trace or hook asks for them.
+``positions`` is the model's ``Positions`` (read by duck typing: ``.q`` [B or 1, T] and ``.k`` [B or 1, S]
+int64 positions, -1 = no key; ``.offset``, the key column of query 0 or None for keys in cache-slot order;
+``.plain``, positions equal columns). Plain layouts run the kernel on ``offset`` alone; others load the
+positions. The sink mass comes out of the kernel's softmax normaliser for free; scores and probs are
+not materialised: the model computes them with its reference attention only when a trace or hook asks.
+
+Every piece reads no device value on the host, so a decode step on this backend can be captured in a
+CUDA graph (``graph_safe``; see ``workbench.decode``), except dense-expert checkpoints, which fall back
+to the torch experts.
 
 Router ties: the kernel takes equal logits lowest expert index first; torch.topk leaves their order
 unspecified (see ``workbench.kernels.router``).
@@ -37,10 +45,15 @@ class TritonBackend:
             raise KernelUnavailable(f"backend='triton' cannot run: {reason}")
         self.fallback = fallback
 
+    graph_safe = True
+
     @staticmethod
     def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, scale: float,
-                  window: int | None, offset: int) -> torch.Tensor:
-        return _attention(q, k, v, sinks, scale, window, offset)
+                  window: int | None, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        if positions.plain:
+            return _attention(q, k, v, sinks, scale, window, positions.offset, return_sink_prob=True)
+        return _attention(q, k, v, sinks, scale, window, positions.offset, q_pos=positions.q, k_pos=positions.k,
+                          return_sink_prob=True)
 
     @staticmethod
     def router(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -109,10 +109,11 @@ def test_tool_loop_over_http_keeps_reasoning_between_calls():
         ("functions.get_weather", '{"location": "Oslo"}', "sunny in Oslo")]
     assert result.errors == []
     second = server.requests[1]["body"]["messages"]
+    call_id = second[1]["tool_calls"][0]["id"]
     assert second[1] == {"role": "assistant", "content": None, "reasoning": "Need weather.",
-                         "tool_calls": [{"id": "call_1", "type": "function",
+                         "tool_calls": [{"id": call_id, "type": "function",
                                          "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}}]}
-    assert second[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny in Oslo"}
+    assert second[2] == {"role": "tool", "tool_call_id": call_id, "content": "sunny in Oslo"}
 
 
 def test_builtin_python_is_offered_as_a_function_and_mapped_back():

@@ -143,6 +143,8 @@ def test_get_by_name():
     (r"\boxed{+5}", "5", True),
     (r"\boxed{(-5)}", "-5", True),
     ("x - 5", "-5", False),  # subtraction, not a negative five
+    (r"\boxed{- 5}", "-5", False),  # a sign stands right before its digits: this box holds no number
+    (r"\boxed{- 5}", "5", False),
     # thousands separators: one convention per number, groups of three
     (r"\boxed{9,066,850}", "9066850", True),
     (r"\boxed{9 066 850}", "9066850", True),

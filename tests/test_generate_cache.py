@@ -27,11 +27,66 @@ def test_incremental_decode_equals_full_forward_past_the_window(m32):
     parts = [m32(seq[:5], cache), m32(seq[5:11], cache)]  # a prefill, then a chunk
     for t in range(11, seq.shape[0]):
         parts.append(m32(seq[t:t + 1], cache))
-        for i, layer in enumerate(cache.layers):  # sliding layers hold only their window
-            held = layer.k.shape[1]
-            assert held == (min(t + 1, cfg.sliding_window) if cfg.is_sliding(i) else t + 1)
+        for i, layer in enumerate(cache.layers):  # sliding layers hold only their window, in a ring of it
+            assert int(layer.held()[0]) == (min(t + 1, cfg.sliding_window) if cfg.is_sliding(i) else t + 1)
+            if cfg.is_sliding(i):
+                assert layer.k.shape[1] == cfg.sliding_window
     torch.testing.assert_close(torch.cat(parts), full, rtol=1e-4, atol=1e-4)
     assert cache.length == seq.shape[0] and "KVCache(length=" in repr(cache)
+
+
+@pytest.mark.parametrize("schedule,batch", [
+    ((20, 1, 1, 1), 1),               # a prefill longer than the window (16), then decode past it
+    ((3, 17, 1, 1, 19), 2),           # a chunk longer than the window mid-cache; batch > 1
+    ((1,) * 35, 1),                   # decode from an empty cache, the ring wraps twice
+    ((15, 1, 1, 1, 2, 16, 1), 3),     # fill the ring exactly, wrap by one, chunks of 2 and of the window
+])
+def test_ring_buffer_cache_equals_full_forward(m32, schedule, batch):
+    """Sliding layers hold a ring of exactly ``window`` slots; any prefill/chunk/decode schedule, with the
+    ring wrapping, gives the full forward's logits (which transformers' parity tests pin down)."""
+    n = sum(schedule)
+    seq = torch.randint(0, 201088, (batch, n), generator=torch.Generator().manual_seed(n + batch))
+    full = m32(seq)
+    for max_len in (None, n):  # growable, and preallocated for exactly n columns (static)
+        cache = m32.new_cache(batch, max_len=max_len)
+        parts, t = [], 0
+        for T in schedule:
+            parts.append(m32(seq[:, t:t + T], cache))
+            t += T
+            ring = cache.layers[0]
+            assert ring.k.shape[1] == ring.capacity == m32.config.sliding_window
+            assert torch.equal(ring.held(), torch.full((batch,), min(t, ring.capacity)))
+            assert torch.equal(cache.layers[1].held(), torch.full((batch,), t))
+        torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-4)
+        assert int(cache.col) == cache.length == n and torch.equal(cache.next_pos, torch.full((batch,), n))
+    with pytest.raises(ValueError, match="max_len"):
+        m32(seq[:, :2], m32.new_cache(batch, max_len=1))
+
+
+def test_full_layer_buffers_grow_by_doubling(m32, monkeypatch):
+    import workbench.kv_cache as kc
+
+    seq = torch.randint(0, 201088, (30,), generator=torch.Generator().manual_seed(9))
+    monkeypatch.setattr(kc, "_INITIAL_CAPACITY", 4)
+    cache = m32.new_cache()
+    assert cache.layers[1].capacity == 4
+    out = torch.cat([m32(seq[:3], cache)] + [m32(seq[t:t + 1], cache) for t in range(3, 30)])
+    assert cache.layers[1].capacity == 32  # 4 -> 8 -> 16 -> 32: a few copies, not one per step
+    torch.testing.assert_close(out, m32(seq), rtol=1e-4, atol=1e-4)
+
+
+def test_long_input_goes_through_the_cache_in_chunks(m32, monkeypatch):
+    """Without hooks a long input with a cache is processed a chunk at a time (bounded memory); same logits."""
+    import workbench.model as wm
+
+    seq = torch.randint(0, 201088, (2, 23), generator=torch.Generator().manual_seed(2))
+    want = m32(seq)
+    monkeypatch.setattr(wm, "_PREFILL_CHUNK", 5)
+    cache = m32.new_cache(2)
+    torch.testing.assert_close(m32(seq, cache), want, rtol=1e-4, atol=1e-4)
+    cache = m32.new_cache(2)
+    torch.testing.assert_close(m32(seq, cache, last_only=True), want[:, -1:], rtol=1e-4, atol=1e-4)
+    assert cache.length == 23
 
 
 def test_incremental_decode_bf16_and_batched(tiny_dir):

@@ -115,3 +115,23 @@ def test_max_content_tokens_forces_the_end():
     c = HarmonyConstraint(channels=("final",), max_content_tokens=2)
     ids = ENC.encode("<|channel|>final<|message|>", allowed_special="all") + ENC.encode(" a b")
     assert c.allowed_next(ids) == {T.RETURN}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_require_call_allows_one_analysis_message_then_only_calls(seed, one_thread):
+    """tool_choice "required": whatever the logits, the turn is at most one analysis message and then a
+    call to one of the allowed recipients, ending <|call|> (openai-harmony parses it the same way)."""
+    from openai_harmony import Role
+
+    recipients = ["functions.alpha", "functions.beta"]
+    tokens = random_model_generate(HarmonyConstraint(recipients=recipients, max_content_tokens=6, require_call=True),
+                                   seed)
+    t = parse_tokens(tokens, recipients=recipients)
+    assert t.errors == [] and t.stop_reason == "call"
+    *before, call = t.messages
+    assert [m.channel for m in before] in ([], ["analysis"]) and all(m.recipient is None for m in before)
+    assert call.recipient in recipients
+    oracle = ENC.parse_messages_from_completion_tokens(tokens, Role.ASSISTANT)
+    assert [(m.channel, m.recipient) for m in oracle] == [(m.channel, m.recipient) for m in t.messages]
+    with pytest.raises(ValueError, match="recipient"):
+        HarmonyConstraint(require_call=True)

@@ -219,10 +219,11 @@ CORPUS = {
         "I can't help with that.<|end|>" + GOOD_AFTER, {"missing_message"}),
     # the model closes its final message with <|end|> and then samples <|return|> (vLLM #50690)
     "return after end": (GOOD_BEFORE + GOOD_AFTER.replace("<|return|>", "<|end|><|return|>"), {"expected_start"}),
-    # doubled channel / free text after <|channel|> (llama.cpp report)
+    # doubled channel / free text after <|channel|> (llama.cpp report): openai-harmony accepts it (the
+    # second marker ends up in the recipient), so the message is kept and the oddity flagged
     "doubled channel": (
         GOOD_BEFORE + "<|start|>assistant<|channel|>commentary to=assistant<|channel|>commentary?<|message|>x<|end|>"
-        + GOOD_AFTER, {"bad_header"}),
+        + GOOD_AFTER, {"odd_header"}),
     "question marks as channel": (
         GOOD_BEFORE + "<|start|>assistant<|channel|>??<|message|>hm<|end|>" + GOOD_AFTER, {"unknown_channel"}),
     "empty channel": (GOOD_BEFORE + "<|start|>assistant<|channel|><|message|>x<|end|>" + GOOD_AFTER, {"bad_header"}),

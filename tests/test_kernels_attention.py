@@ -109,3 +109,60 @@ def test_bad_shapes():
     q, k, v, sinks = make(2, 4, 3, 2, 16)
     with pytest.raises(ValueError, match="Hq % Hkv"):
         K.attention(q, k, v, sinks)
+
+
+# ---- explicit positions: padding and ring-buffer (slot-order) keys --------------------------------------
+
+def _scatter_to_slots(k, v, C, seed):
+    """Keys of one sequence [S, Hkv, D] put into C >= S slots in a random order, the rest garbage at -1."""
+    S = k.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    slots = torch.randperm(C, generator=g)[:S]
+    ks, vs = torch.randn(C, *k.shape[1:], generator=g) * 50, torch.randn(C, *v.shape[1:], generator=g) * 50
+    pos = torch.full((C,), -1, dtype=torch.long)
+    ks[slots], vs[slots], pos[slots] = k, v, torch.arange(S)
+    return ks, vs, pos
+
+
+@pytest.mark.parametrize("T,S,C,Hq,Hkv,window,splits", [(1, 12, 16, 4, 2, 5, 1), (1, 30, 70, 2, 1, None, 3),
+                                                         (3, 20, 20, 4, 4, 8, None), (1, 9, 40, 8, 2, None, 2)])
+def test_kernel_keys_in_slot_order_equal_keys_in_order(T, S, C, Hq, Hkv, window, splits):
+    """Keys scattered over cache slots (a ring buffer; empty slots hold garbage at position -1), found by
+    position only (offset None): the same result as the keys in column order."""
+    q, k, v, sinks = make(T, S, Hq, Hkv, 16, seed=S + C)
+    want, want_sp = K.attention(q, k, v, sinks, None, window, S - T, return_sink_prob=True, block_m=16, block_n=16)
+    ks, vs, kpos = _scatter_to_slots(k, v, C, seed=C)
+    qpos = torch.arange(S - T, S)
+    for fn, kw in ((K.attention, dict(block_m=16, block_n=16, num_splits=splits)), (K.attention_torch, {})):
+        out, sp = fn(q, ks, vs, sinks, None, window, None, q_pos=qpos, k_pos=kpos, return_sink_prob=True, **kw)
+        torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(sp, want_sp, atol=2e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("window,splits", [(None, 1), (4, 1), (None, 2), (3, 3)])
+def test_kernel_left_padding_equals_each_sequence_alone(window, splits):
+    """A batch of left-padded sequences (positions from 0 at each one's first token, pads at -1) equals each
+    sequence run alone, at its real queries."""
+    B, S, Hq, Hkv, D = 3, 11, 4, 2, 16
+    pads = [0, 4, 9]
+    q, k, v, sinks = make(B * S, B * S, Hq, Hkv, D, seed=7)
+    q, k, v = q.view(B, S, Hq, D), k.view(B, S, Hkv, D), v.view(B, S, Hkv, D)
+    kpos = torch.stack([torch.cat([torch.full((p,), -1), torch.arange(S - p)]) for p in pads])
+    qpos = kpos.clamp_min(0)
+    for fn, kw in ((K.attention, dict(block_m=16, block_n=16, num_splits=splits)), (K.attention_torch, {})):
+        out, sp = fn(q, k, v, sinks, None, window, 0, q_pos=qpos, k_pos=kpos, return_sink_prob=True, **kw)
+        for b, p in enumerate(pads):
+            alone, alone_sp = K.attention_torch(q[b, p:], k[b, p:], v[b, p:], sinks, None, window, 0,
+                                                return_sink_prob=True)
+            torch.testing.assert_close(out[b, p:], alone, atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(sp[b, :, p:], alone_sp, atol=2e-6, rtol=1e-4)
+            if p:
+                assert torch.isfinite(out[b, :p]).all()
+
+
+def test_positions_errors():
+    q, k, v, sinks = make(2, 4, 2, 2, 16)
+    with pytest.raises(ValueError, match="together"):
+        K.attention(q, k, v, sinks, None, None, None)
+    with pytest.raises(ValueError, match="do not fit"):
+        K.attention(q, k, v, sinks, None, None, 0, q_pos=torch.arange(3), k_pos=torch.arange(4))

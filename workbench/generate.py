@@ -3,21 +3,30 @@
 >>> for tok in generate(model, prompt, max_new_tokens=20, temperature=0):   # doctest: +SKIP
 ...     print(tok.token, tok.logprob)
 
-The prompt is processed in one forward pass (prefill, logits for its last position only); each new
-token is then one cached step. Sliding-window layers keep only their window of keys. Sampling:
-``logits_processor`` first (constrained decoding), then temperature (0 = greedy), then nucleus (top-p),
-drawn from a ``torch.Generator`` seeded by ``seed``: the same seed gives the same tokens.
+One prompt (a list of ids or a 1-D tensor) or a batch (a list of prompts of any lengths, or a 2-D
+tensor): the prompts are left-padded into one batch, prefilled in one forward pass (logits for the last
+position only), then every step decodes one token per sequence with the cache. Each yielded
+``GeneratedToken`` names its ``sequence``; a sequence stops on its own stop tokens, and finished
+sequences leave the batch. Each sequence equals that prompt generated alone (same seed, same tokens).
+
+Sampling: ``logits_processor`` first (constrained decoding), then temperature (0 = greedy), then
+nucleus (top-p), drawn from a ``torch.Generator`` per sequence seeded by ``seed``: the same seed gives
+the same tokens. ``hooks`` (interventions, e.g. ``ban_experts`` or ``steer``) apply at every forward
+step, prefill and decode; ``trace_names`` attaches each step's activations to its tokens.
+
+Long prompts: without hooks a prompt goes through the cache in chunks (``model._PREFILL_CHUNK`` tokens),
+so memory stays bounded; with hooks the prompt is one forward call (hooks see it whole).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from .model import Names
 from .hooks import token_axis
+from .model import Names
 
 Tensor = torch.Tensor
 LogitsProcessor = Callable[[list, Tensor], Tensor]
@@ -29,96 +38,185 @@ class GeneratedToken:
 
     ``token``: the id. ``logprob``: its log-probability under the model's own distribution at that step
     (log-softmax of the raw logits, before the processor, temperature and top-p). ``position``: its
-    index in the whole sequence (prompt length + i). ``trace``: when ``trace_names`` was given, the
-    activations of the forward step that predicted this token, restricted to the position that
-    predicted it: a dict name -> tensor shaped as the hook point with T = 1 (e.g. ``expert_idx`` [1, k],
-    ``sink_prob`` [Hq, 1], ``scores`` [Hq, 1, S]); else None.
+    index in its whole sequence (prompt length + i). ``trace``: when ``trace_names`` was given, the
+    activations of the forward step that predicted this token, restricted to its sequence and to the
+    position that predicted it: a dict name -> tensor shaped as the hook point with T = 1 (e.g.
+    ``expert_idx`` [1, k], ``sink_prob`` [Hq, 1], ``scores`` [Hq, 1, S]); else None. ``sequence``: which
+    prompt of a batch it continues (0 for a single prompt).
     """
 
     token: int
     logprob: float
     position: int
     trace: dict | None = None
+    sequence: int = 0
+
+
+def sample_rows(logits: Tensor, *, temperature: float = 1.0, top_p: float = 1.0,
+                generators: Sequence[torch.Generator | None] | None = None) -> list[int]:
+    """One token id per row of logits [B, V], each row drawn with its own generator (see ``sample``)."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly above each token
+        sorted_p[before >= top_p] = 0.0  # keep a token while the mass above it is still below top_p
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    # Inverse-CDF draw: one uniform u per row, the first token whose cumulative probability exceeds
+    # u * total. Same distribution as torch.multinomial, ~20x faster over a 201k vocabulary on a CPU.
+    cdf = torch.cumsum(probs, dim=-1)
+    gens = generators if generators is not None else [None] * logits.shape[0]
+    u = torch.cat([torch.rand((1,), generator=g, device=probs.device, dtype=cdf.dtype) for g in gens])
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+    return idx.clamp_max(probs.shape[-1] - 1).tolist()
 
 
 def sample(logits: Tensor, *, temperature: float = 1.0, top_p: float = 1.0,
            generator: torch.Generator | None = None) -> int:
     """One token id from logits [V]: greedy at temperature 0, else softmax(logits / T) cut to the smallest
     set of most likely tokens whose probability reaches ``top_p``."""
-    logits = logits.float()
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass strictly above each token
-        sorted_p[before >= top_p] = 0.0  # keep a token while the mass above it is still below top_p
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-    # Inverse-CDF draw: one uniform u, the first token whose cumulative probability exceeds u * total.
-    # Same distribution as torch.multinomial, ~20x faster over a 201k vocabulary on a CPU.
-    cdf = torch.cumsum(probs, dim=-1)
-    u = torch.rand((1,), generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[-1]
-    return min(int(torch.searchsorted(cdf, u, right=True)), probs.shape[-1] - 1)
+    return sample_rows(logits[None], temperature=temperature, top_p=top_p, generators=[generator])[0]
 
 
-def _slice_last(trace, T: int) -> dict:
-    """Restrict each activation of one (unbatched) step to its last query position (T = 1)."""
+def _slice_last(trace, row: int | None) -> dict:
+    """Restrict each activation of one step to one sequence (``row`` of a batch, None when unbatched) and
+    to its last query position (T = 1)."""
     out = {}
     for name, t in trace.items():
+        t = t if row is None else t[row]
         axis = token_axis(name)
         out[name] = t.narrow(axis, t.shape[axis] - 1, 1).clone()  # logits (last_only) already have T = 1
     return out
 
 
-def generate(model, prompt_tokens: Sequence[int] | Tensor, *, max_new_tokens: int = 256, temperature: float = 1.0,
-             top_p: float = 1.0, seed: int | None = None, stop_tokens: Iterable[int] = (),
-             logits_processor: LogitsProcessor | None = None, trace_names: Names = None) -> Iterator[GeneratedToken]:
-    """Yield up to ``max_new_tokens`` tokens continuing ``prompt_tokens``, one at a time.
+def _as_prompts(prompt_tokens) -> tuple[list[list[int]], bool]:
+    """(prompts, batched): one prompt of ids, or a batch of them."""
+    if isinstance(prompt_tokens, Tensor):
+        if prompt_tokens.dim() not in (1, 2):
+            raise ValueError(f"prompt tokens must be [T] or [B, T], got shape {list(prompt_tokens.shape)}")
+        batched = prompt_tokens.dim() == 2
+        rows = prompt_tokens.tolist() if batched else [prompt_tokens.tolist()]
+    else:
+        items = list(prompt_tokens)
+        batched = bool(items) and all(isinstance(p, (Sequence, Tensor)) and not isinstance(p, str) for p in items)
+        rows = [[int(t) for t in (p.tolist() if isinstance(p, Tensor) else p)] for p in items] if batched \
+            else [[int(t) for t in items]]
+    for i, r in enumerate(rows):
+        if not r:
+            raise ValueError("generate needs at least one prompt token" + (f" (prompt {i} is empty)" if batched else ""))
+    return rows, batched
 
-    A token in ``stop_tokens`` is yielded and then generation stops. ``logits_processor(generated_ids,
-    logits)`` gets the ids generated so far (a fresh list) and fp32 logits [V], and returns logits
-    (e.g. -inf for forbidden tokens). ``trace_names`` (names, globs or a predicate) attaches each step's
-    activations to the tokens (see ``GeneratedToken.trace``); e.g. ``["blocks.*.moe.expert_idx",
-    "blocks.*.attn.sink_prob"]`` for router picks and sink mass per generated token.
+
+def _per_sequence(value, B: int, name: str, is_one: Callable[[object], bool]) -> list:
+    """``value`` for every sequence: one value shared by all, or a list with one per sequence."""
+    if is_one(value):
+        return [value] * B
+    values = list(value)
+    if len(values) != B:
+        raise ValueError(f"{name}: got {len(values)} values for {B} sequences (give one, or one per sequence)")
+    return values
+
+
+def generate(model, prompt_tokens, *, max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
+             seed: int | Sequence[int] | None = None, stop_tokens: Iterable[int] | Sequence[Iterable[int]] = (),
+             logits_processor: LogitsProcessor | Sequence[LogitsProcessor] | None = None, trace_names: Names = None,
+             hooks: Mapping | None = None) -> Iterator[GeneratedToken]:
+    """Yield up to ``max_new_tokens`` tokens per sequence continuing ``prompt_tokens``, one at a time.
+
+    ``prompt_tokens``: ids [T] (one prompt) or a batch (a list of id lists, any lengths, or [B, T]); a
+    batch yields each step's tokens in sequence order, each with its ``sequence`` index. ``seed``: an
+    int (a batch's sequence i uses seed + i) or one per sequence; None draws from torch's global RNG.
+    A token in ``stop_tokens`` (shared, or one collection per sequence) is yielded and then its sequence
+    stops. ``logits_processor(generated_ids, logits)`` (shared, or one per sequence) gets the ids that
+    sequence generated so far (a fresh list) and fp32 logits [V], and returns logits (e.g. -inf for
+    forbidden tokens). ``trace_names`` (names, globs or a predicate) attaches each step's activations to
+    the tokens (see ``GeneratedToken.trace``); e.g. ``["blocks.*.moe.expert_idx", "blocks.*.attn.sink_prob"]``
+    for router picks and sink mass per generated token. ``hooks`` ({name or glob: fn}, as for
+    ``model.run_with_hooks``; e.g. ``workbench.interventions.ban_experts`` or ``steer``) run at every
+    forward step: the prefill (all prompt positions) and each decode step (T = 1; so ``positions=`` of an
+    intervention index the positions of each call). With a batch, hooks see [B, ...] tensors.
     """
-    prompt = torch.as_tensor(prompt_tokens, dtype=torch.long).reshape(-1)
-    if prompt.numel() == 0:
-        raise ValueError("generate needs at least one prompt token")
+    prompts, batched = _as_prompts(prompt_tokens)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    stops = {int(t) for t in stop_tokens}
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return _generate(model, prompt, max_new_tokens, temperature, top_p, generator, stops, logits_processor,
-                     trace_names)
+    B = len(prompts)
+    seeds = _per_sequence(seed, B, "seed", lambda v: v is None or isinstance(v, int))
+    if batched and isinstance(seed, int):
+        seeds = [seed + i for i in range(B)]
+    stop_tokens = [s if isinstance(s, int) else list(s) for s in stop_tokens]
+    stops = _per_sequence(stop_tokens, B, "stop_tokens",
+                          lambda v: not batched or all(isinstance(t, int) for t in v))
+    stops = [{int(t) for t in s} for s in stops]
+    processors = _per_sequence(logits_processor, B, "logits_processor", lambda v: v is None or callable(v))
+    generators = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
+    return _generate(model, prompts, batched, max_new_tokens, temperature, top_p, generators, stops, processors,
+                     trace_names, hooks)
 
 
-def _generate(model, prompt, max_new_tokens, temperature, top_p, generator, stops, processor, trace_names):
-    cache = model.new_cache()
-    generated: list[int] = []
-    inputs = prompt
+def _left_pad(prompts: list[list[int]], device) -> tuple[Tensor, Tensor | None]:
+    T = max(len(p) for p in prompts)
+    tokens = torch.tensor([[0] * (T - len(p)) + p for p in prompts], dtype=torch.long, device=device)
+    if all(len(p) == T for p in prompts):
+        return tokens, None
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], dtype=torch.bool, device=device)
+    return tokens, mask
+
+
+def _generate(model, prompts, batched, max_new_tokens, temperature, top_p, generators, stops, processors,
+              trace_names, hooks):
+    B = len(prompts)
+    cache = model.new_cache(B)
+    live = list(range(B))  # the sequence held in each cache row
+    generated: list[list[int]] = [[] for _ in range(B)]
+    inputs, mask = _left_pad(prompts, model.device)
     with torch.no_grad():
         for step in range(max_new_tokens):
+            x = inputs if batched else inputs[0]
+            m = mask if batched or mask is None else mask[0]
+            trace = None
             if trace_names is not None:
-                logits, trace = model.run_with_trace(inputs, trace_names, cache=cache, last_only=True)
-                step_trace = _slice_last(trace, inputs.shape[0])
+                logits, trace = model.run_with_trace(x, trace_names, hooks=hooks, cache=cache, last_only=True,
+                                                     attention_mask=m)
+            elif hooks:
+                logits = model.run_with_hooks(x, hooks, cache=cache, last_only=True, attention_mask=m)
             else:
-                logits, step_trace = model(inputs, cache, last_only=True), None
-            raw = logits[-1].float().cpu()
+                logits = model(x, cache, last_only=True, attention_mask=m)
+            raw = (logits if batched else logits[None])[:, -1].float().cpu()  # [rows, V]
             logprobs = torch.log_softmax(raw, dim=-1)
             scores = raw
-            if processor is not None:
-                scores = processor(list(generated), raw.clone())
-                if not isinstance(scores, Tensor) or scores.shape != raw.shape:
-                    raise ValueError(f"logits_processor must return a tensor of shape {list(raw.shape)}")
-                if not torch.isfinite(scores).any():
-                    raise ValueError("logits_processor masked every token")
-            token = sample(scores, temperature=temperature, top_p=top_p, generator=generator)
-            yield GeneratedToken(token, float(logprobs[token]), prompt.numel() + step, step_trace)
-            if token in stops:
+            if any(p is not None for p in processors):
+                scores = raw.clone()
+                for r, i in enumerate(live):
+                    if processors[i] is not None:
+                        scores[r] = _processed(processors[i], generated[i], raw[r])
+            tokens = sample_rows(scores, temperature=temperature, top_p=top_p,
+                                 generators=[generators[i] for i in live])
+            keep = []
+            for r, (i, token) in enumerate(zip(live, tokens)):
+                step_trace = _slice_last(trace, r if batched else None) if trace is not None else None
+                yield GeneratedToken(token, float(logprobs[r, token]), len(prompts[i]) + step, step_trace, i)
+                if token not in stops[i]:
+                    generated[i].append(token)
+                    keep.append(r)
+            if not keep:
                 return
-            generated.append(token)
-            inputs = torch.tensor([token], dtype=torch.long)
+            if len(keep) < len(live):  # finished sequences leave the batch
+                cache.select(torch.tensor(keep, device=model.device))
+                live = [live[r] for r in keep]
+            inputs = torch.tensor([[generated[i][-1]] for i in live], dtype=torch.long, device=model.device)
+            mask = None
+
+
+def _processed(processor: LogitsProcessor, generated: list[int], raw: Tensor) -> Tensor:
+    scores = processor(list(generated), raw.clone())
+    if not isinstance(scores, Tensor) or scores.shape != raw.shape:
+        raise ValueError(f"logits_processor must return a tensor of shape {list(raw.shape)}")
+    if not torch.isfinite(scores).any():
+        raise ValueError("logits_processor masked every token")
+    return scores

@@ -16,7 +16,7 @@ T new tokens of this forward call, S keys (cached + new), H hidden, Hq query hea
 D head_dim, E experts, k experts per token, I expert intermediate size, V vocabulary.
 
 Cost: a point nobody hooks or keeps is an identity call. Two groups change which code runs when asked
-for: ``ATTN_INTERNALS`` (scores, probs, sink_prob) need the eager attention instead of the fused one,
+for: ``ATTN_INTERNALS`` (scores, probs) need the eager attention instead of the fused one,
 and ``MOE_PER_PICK`` (act, expert_out) need the per-(token, pick) expert rows in token order, which the
 plain expert path never materialises; both are computed only when hooked or kept.
 """
@@ -81,8 +81,8 @@ POINTS: tuple[HookPoint, ...] = (
               "eager attention"),
     HookPoint(_B + "attn.probs", ("Hq", "T", "S"), "float32",
               "attention weights on the real keys; a row sums to 1 - sink_prob", "eager attention"),
-    HookPoint(_B + "attn.sink_prob", ("Hq", "T"), "float32", "the weight each head's sink took",
-              "eager attention"),
+    HookPoint(_B + "attn.sink_prob", ("Hq", "T"), "float32",
+              "the weight each head's sink took (free: every attention path returns it)"),
     HookPoint(_B + "attn.z", ("T", "Hq", "D"), "model",
               "each head's output sum_j probs_hij v_j, before the output projection (TransformerLens hook_z)"),
     HookPoint(_B + "attn.out", ("T", "H"), "model", "the attention output z Wo^T + bo, added to the residual"),

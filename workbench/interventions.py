@@ -17,6 +17,11 @@ Semantics (each is tested against an independent way to get the same result):
   is zero.
 - ``patch`` replaces activations with those of another run (a ``Trace``): activation patching;
   ``patching_sweep`` runs it for every (layer, position) and tabulates a metric.
+- ``steer`` adds ``scale * direction`` at a hook point (a steering vector); ``steering_vector`` makes a
+  direction from contrasting prompts (difference of mean activations).
+
+During generation: ``generate(model, prompt, hooks=...)`` applies any of these at every forward step
+(the prefill and each one-token decode step), e.g. ``ban_experts`` keeps an expert unpicked throughout.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 
-from .hooks import token_axis
+from .hooks import hook_names, token_axis
 
 Tensor = torch.Tensor
 HookFn = Callable[[Tensor, str], Union[Tensor, None]]
@@ -197,6 +202,61 @@ def ablate_heads(heads: int | Sequence[int], *, layers: Layers = None, positions
     """Zero-ablate query heads: their attention weights become 0, so their output vectors are 0."""
     return {n: (lambda probs, name: _edit_probs(probs, heads, positions, torch.zeros_like))
             for n in _names("attn.probs", layers)}
+
+
+# ---- steering -----------------------------------------------------------------------------------
+
+def steer(direction: Tensor, *, scale: float = 1.0, layers: Layers = None, point: str = "resid_post",
+          positions: Positions = None) -> Hooks:
+    """Add ``scale * direction`` to the activation at ``blocks.{i}.{point}`` (or a top-level point such as
+    "embed") for ``layers`` and ``positions`` (None: every position of every forward call).
+
+    ``direction`` broadcasts over the point's per-token slice: [H] for the residual points, [Hq, D] (or
+    [D]) for ``attn.z``. It is used as given (no normalisation): pass a unit vector and choose ``scale``
+    in units of the residual's norm. Works in ``run_with_hooks`` and during generation
+    (``generate(model, prompt, hooks=steer(v, scale=4.0, layers=[2]))``): each step adds it again, to
+    the prompt at the prefill and to every new token.
+    """
+    if not isinstance(direction, Tensor) or not direction.is_floating_point():
+        raise TypeError("steer: direction must be a floating-point tensor (e.g. [H] for resid_post)")
+    top_level = point in hook_names(0)  # "embed", "final_norm", "logits"
+    if top_level and layers is not None:
+        raise ValueError(f"steer: {point!r} is not a per-layer point; drop layers=")
+    names = [point] if top_level else _names(point, layers)
+
+    def add(t: Tensor, name: str) -> Tensor:
+        axis = token_axis(name)
+        sel = _at(t, axis, _index(positions, t.shape[axis]))
+        out = t.clone()
+        try:
+            out[sel] = out[sel] + scale * direction.to(device=t.device, dtype=t.dtype)
+        except RuntimeError as e:
+            raise ValueError(f"steer: direction of shape {list(direction.shape)} does not fit {name!r} "
+                             f"{list(t.shape)}: {e}") from None
+        return out
+
+    return {n: add for n in names}
+
+
+def steering_vector(model, positive: Sequence, negative: Sequence, *, layer: int, point: str = "resid_post") -> Tensor:
+    """A direction from contrasting prompts: mean activation at ``blocks.{layer}.{point}`` over the tokens
+    of the ``positive`` prompts minus the same over the ``negative`` ones (each prompt a list of ids;
+    every token of a prompt weighs the same, every prompt too). Returns [H] (the point's per-token shape)
+    in fp32; ``steer(v / v.norm(), scale=...)`` then adds it."""
+    name = f"blocks.{layer}.{point}"
+    axis = token_axis(name)
+
+    def mean(prompts) -> Tensor:
+        if not prompts:
+            raise ValueError("steering_vector needs at least one positive and one negative prompt")
+        acts = []
+        with torch.no_grad():
+            for p in prompts:
+                _, tr = model.run_with_trace(torch.as_tensor(p, dtype=torch.long), names=name)
+                acts.append(tr[name].float().mean(dim=axis))
+        return torch.stack(acts).mean(0)
+
+    return mean(positive) - mean(negative)
 
 
 # ---- activation patching ------------------------------------------------------------------------

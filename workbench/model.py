@@ -30,16 +30,24 @@ I expert intermediate size; ``workbench.hooks`` holds these facts as data):
 Sliding layers (even index) let query i see key j iff i - window < j <= i; full layers iff j <= i.
 RoPE rotates contiguous halves; YaRN stretches the low frequencies and scales cos/sin (see ``yarn``).
 
+Positions, padding, cache. i and j above are *positions*: each sequence's tokens count from 0 at its
+first token. A padded batch passes ``attention_mask`` [B, T] (1 = token, 0 = padding; left padding for
+generation): padding is never attended to and each row equals its sequence run alone. The KV cache
+(``workbench.kv_cache``) is preallocated per layer, sliding layers as rings of their window, with the
+positions on the device; ``Positions`` says where the queries and keys of one attention call sit.
+
 Numerics: weights are stored in ``dtype`` (bf16 by default, fp32 on request), RMSNorm, softmaxes and RoPE
 are computed in fp32, matmuls accumulate in fp32 and round their output to ``dtype``. Experts stay MXFP4
 (as stored, memory-mapped from the checkpoint); each forward dequantizes only the experts its tokens
 picked, a few at a time (bounded memory: the 20b shapes run 32 tokens in < 13 GB peak RSS).
 
 Swappable pieces (a backend replaces them; see ``TorchBackend``): the attention core, the router top-k
-and the expert computation, each a plain function of tensors. Without hooks or traces the torch backend
-runs prefill attention through torch's fused SDPA (``sdpa_with_sinks``, equal to the eager math); when
-a trace or hook asks for attention scores/probs/sink_prob the eager ``attention_with_sinks`` runs, and
-when one asks for ``moe.act`` / ``moe.expert_out`` the reference ``moe_experts`` runs with its per-pick hook.
+and the expert computation, each a plain function of tensors. The torch backend runs prefill attention
+through torch's fused SDPA in query chunks (``sdpa_with_sinks``: equal to the eager math, no T x S mask,
+memory ~chunk x S), which also yields the sink mass; only when a trace or hook asks for attention
+scores/probs does the eager ``attention_with_sinks`` run (it materialises [B, Hq, T, S]); when one asks
+for ``moe.act`` / ``moe.expert_out`` the reference ``moe_experts`` runs with its per-pick hook. A long
+input fed through a cache without hooks goes ``_PREFILL_CHUNK`` tokens at a time (bounded memory).
 
 With no hooks and no trace each hook point is a call to an identity function: nothing measurable.
 
@@ -65,8 +73,9 @@ from torch import nn
 from . import cpu_kernels, mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
-from .progress import progress
 from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
+from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
+from .progress import progress
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -168,15 +177,15 @@ def yarn(config: ModelConfig) -> tuple[Tensor, float]:
 
 
 def rope_cos_sin(positions: Tensor, inv_freq: Tensor, concentration: float) -> tuple[Tensor, Tensor]:
-    """cos, sin [T, D/2] (fp32) for integer positions [T]."""
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    """cos, sin [..., D/2] (fp32) for integer positions [...] (e.g. [T] or [B, T])."""
+    angles = positions.to(torch.float32)[..., None] * inv_freq
     return angles.cos() * concentration, angles.sin() * concentration
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate contiguous halves: x [B, T, heads, D], cos/sin [T, D/2] -> same shape and dtype as x."""
+    """Rotate contiguous halves: x [B, T, heads, D], cos/sin [T, D/2] or [B, T, D/2] -> same shape and dtype as x."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    c, s = cos[:, None, :], sin[:, None, :]
+    c, s = cos.unsqueeze(-2), sin.unsqueeze(-2)
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 
 
@@ -186,45 +195,40 @@ def swiglu(h: Tensor, limit: float, alpha: float = 1.702) -> Tensor:
     return gate * torch.sigmoid(alpha * gate) * (up + 1)
 
 
-def attention_mask(T: int, S: int, window: int | None, offset: int, device=None) -> Tensor:
-    """Additive mask [T, S]: 0 where query t (at relative position offset + t) sees key j, -inf elsewhere.
-
-    Causal: j <= i; sliding (window W): also i - W < j. Positions are relative to the first key given.
-    """
-    i = offset + torch.arange(T, device=device)[:, None]
-    j = torch.arange(S, device=device)[None, :]
-    visible = j <= i
-    if window:
-        visible &= j > i - window
-    return torch.zeros((T, S), dtype=torch.float32, device=device).masked_fill_(~visible, float("-inf"))
-
-
 # ================================================================================================
 # the swappable pieces: attention core, router top-k, experts
 # ================================================================================================
 
+def _key_positions(positions: Positions | None, T: int, S: int, offset: int, device) -> Positions:
+    return positions if positions is not None else Positions.columns(T, S, offset, device)
+
+
 def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None = None,
-                         offset: int = 0, hook: Callable[[str, Tensor], Tensor] | None = None) -> Tensor:
+                         offset: int = 0, hook: Callable[[str, Tensor], Tensor] | None = None, *,
+                         positions: Positions | None = None, return_sink_prob: bool = False):
     """Softmax attention with one sink logit per head, GQA. Eager; exposes its internals to ``hook``.
 
-    q [B, T, Hq, D], k/v [B, S, Hkv, D], sinks [Hq] -> out [B, T, Hq, D]. Query t sits at position
-    offset + t, key j at position j (``offset`` = keys before the first query); the mask is
-    ``attention_mask(T, S, window, offset)``. Query head h reads KV head h // (Hq/Hkv).
-    With s_hij = scale q_hi.k_j + mask_ij and m = max(max_j s_hij, sink_h):
+    q [B, T, Hq, D], k/v [B, S, Hkv, D], sinks [Hq] -> out [B, T, Hq, D] (and sink_prob [B, Hq, T] fp32 with
+    ``return_sink_prob``). Where queries and keys sit: ``positions`` (a ``Positions``: per-sequence
+    positions, padding, cache slots), or without it the plain layout: query t at position offset + t, key j
+    at j (``offset`` = keys before the first query). Query h reads KV head h // (Hq/Hkv). With
+    s_hij = scale q_hi.k_j (-inf where key j is not visible) and m = max(max_j s_hij, sink_h):
         w_hij = exp(s_hij - m) / (sum_j exp(s_hij - m) + exp(sink_h - m))
     ``hook(name, tensor)`` sees "scores" [B,Hq,T,S], "probs" [B,Hq,T,S], "sink_prob" [B,Hq,T] and may
     return replacements: new scores are softmaxed again, new probs are what multiplies V (sink_prob then
-    becomes 1 - sum_j probs).
+    becomes 1 - sum_j probs). Materialises [B, Hq, T, S]: meant for decode and for traces that ask for
+    scores or probs (``sdpa_with_sinks`` is the bounded-memory path).
     """
     B, T, Hq, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
     G = Hq // Hkv
+    pos = _key_positions(positions, T, S, offset, q.device)
     cdt = compute_dtype(q.dtype, q.device)
     # rows (g, t) of the G query heads that share a KV head stacked: one batched matmul serves GQA
     qg = q.to(cdt).view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B * Hkv, G * T, D)
     kt = k.to(cdt).permute(0, 2, 3, 1).reshape(B * Hkv, D, S)
-    mask = attention_mask(T, S, window, offset, q.device).to(cdt).repeat(G, 1)  # [G*T, S]
-    scores = torch.baddbmm(mask, qg, kt, alpha=scale).view(B, Hq, T, S).float()  # scale q.k + mask
+    scores = torch.bmm(qg, kt).mul_(scale).view(B, Hkv, G, T, S).float()
+    scores = scores.masked_fill_(~pos.visible(window)[:, None, None], float("-inf")).view(B, Hq, T, S)
     if hook is not None:
         scores = hook("scores", scores)
     sink = sinks.float().view(1, Hq, 1, 1)
@@ -234,40 +238,71 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: 
     e_sink = torch.exp(sink - m)
     denom = probs.sum(dim=-1, keepdim=True) + e_sink
     probs = probs / denom if grad else probs.div_(denom)
+    sink_prob = (e_sink / denom).squeeze(-1)
     if hook is not None:
         new = hook("probs", probs)
-        sink_prob = (e_sink / denom).squeeze(-1) if new is probs else (1 - new.sum(-1)).clamp_min(0)
+        if new is not probs:
+            sink_prob = (1 - new.sum(-1)).clamp_min(0)
         hook("sink_prob", sink_prob)
         probs = new
     vt = v.to(cdt).permute(0, 2, 1, 3).reshape(B * Hkv, S, D)
     out = torch.bmm(probs.to(cdt).reshape(B * Hkv, G * T, S), vt)  # [B*Hkv, G*T, D]
-    return out.view(B, Hq, T, D).transpose(1, 2).to(q.dtype)
+    out = out.view(B, Hq, T, D).transpose(1, 2).to(q.dtype)
+    return (out, sink_prob) if return_sink_prob else out
+
+
+_SDPA_CHUNK = 512  # queries per fused call: the mask and the kernel's buffers stay ~chunk x keys bytes
 
 
 def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None = None,
-                    offset: int = 0) -> Tensor:
-    """The same attention as ``attention_with_sinks`` through torch's fused scaled_dot_product_attention.
+                    offset: int = 0, *, positions: Positions | None = None, return_sink_prob: bool = False,
+                    chunk: int | None = None):
+    """The same attention as ``attention_with_sinks`` through torch's fused scaled_dot_product_attention,
+    in bounded memory, with the sink mass for free.
 
-    The sink becomes one extra key whose value is zero and whose score is exactly sink_h: a zero key
-    (q.0 = 0) plus an additive mask entry of sink_h. Softmax over [s_h0 .. s_hS-1, sink_h] then gives
-    w_hij = exp(s_hij) / (sum_j exp(s_hij) + exp(sink_h)), and the zero value adds nothing: the sink math,
-    exactly. Faster for prefill; exposes no internals.
+    The sink is one more key, made with one more head dimension: q' = [q, sink_h / scale], real keys
+    k' = [k, 0], the sink key [0, 1], so scale q'.k' = s_hij for real keys and exactly sink_h for the sink.
+    Values get the same extra dimension: v' = [v, 0] and [0, 1] for the sink, so the output's last
+    dimension is the sink's weight, sink_prob_hi = exp(sink_h) / (sum_j exp(s_hij) + exp(sink_h)) = exp(sink_h -
+    logsumexp over keys and sink), and the rest is sum_j w_hij v_j: the sink math exactly, no T x S mask.
+    Queries go ``chunk`` at a time (default 512) against only the keys they can see (a sliding layer's
+    chunk reads its window's keys, not all S), with a boolean chunk x keys mask: memory stays ~chunk x S
+    bytes whatever T. Same arguments as ``attention_with_sinks`` (no hooks).
     """
     B, T, Hq, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
+    pos = _key_positions(positions, T, S, offset, q.device)
     cdt = compute_dtype(q.dtype, q.device)
-    mask = torch.empty((Hq, T, S + 1), dtype=cdt, device=q.device)
-    mask[:, :, :S] = attention_mask(T, S, window, offset, q.device)
-    mask[:, :, S] = sinks.to(cdt)[:, None]
-    zero = k.new_zeros((B, 1, Hkv, D))
-    k1 = torch.cat([k, zero], dim=1).to(cdt).transpose(1, 2)  # [B, Hkv, S+1, D]
-    v1 = torch.cat([v, zero], dim=1).to(cdt).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q.to(cdt).transpose(1, 2), k1, v1, attn_mask=mask[None], scale=scale,
-                                         enable_gqa=True)  # [B, Hq, T, D]
-    return out.transpose(1, 2).to(q.dtype)
+    chunk = chunk or _SDPA_CHUNK
+    # keys with the sink key first: [B, Hkv, 1 + S, D + 1]
+    unit = torch.zeros((B, Hkv, 1, D + 1), dtype=cdt, device=q.device)
+    unit[..., D] = 1
+    pad = lambda x: F.pad(x.to(cdt).transpose(1, 2), (0, 1))
+    k1, v1 = torch.cat([unit, pad(k)], 2), torch.cat([unit, pad(v)], 2)
+    sink_col = (sinks.float() / scale).clamp(-1e30, 1e30).to(cdt).view(1, Hq, 1, 1)  # finite: -inf * 0 is nan
+    outs = []
+    for a in range(0, T, chunk):
+        b = min(T, a + chunk)
+        lo, hi = 0, S  # keys these queries may see (by column, when keys are in column order)
+        if pos.offset is not None:
+            hi = min(S, pos.offset + b)
+            lo = max(0, pos.offset + a - window + 1) if window else 0
+        qa = torch.cat([q[:, a:b].to(cdt).transpose(1, 2), sink_col.expand(B, Hq, b - a, 1)], -1)
+        if lo == 0:
+            ka, va = k1[:, :, :1 + hi], v1[:, :, :1 + hi]
+        else:
+            ka = torch.cat([k1[:, :, :1], k1[:, :, 1 + lo:1 + hi]], 2)
+            va = torch.cat([v1[:, :, :1], v1[:, :, 1 + lo:1 + hi]], 2)
+        seen = pos.visible(window, slice(a, b), slice(lo, hi))  # [B or 1, b-a, hi-lo]
+        mask = F.pad(seen, (1, 0), value=True)[:, None]  # the sink is seen by every query
+        outs.append(F.scaled_dot_product_attention(qa, ka, va, attn_mask=mask, scale=scale, enable_gqa=Hq != Hkv))
+    o = outs[0] if len(outs) == 1 else torch.cat(outs, 2)  # [B, Hq, T, D + 1]
+    out = o[..., :D].transpose(1, 2).to(q.dtype)
+    return (out, o[..., D].float()) if return_sink_prob else out
 
 
 _SDPA_MIN_QUERIES = 16  # below this (decode) the eager path is faster
+_PREFILL_CHUNK = 2048  # tokens per forward when a long input goes through a cache without hooks (bounded memory)
 
 
 def router(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -409,21 +444,25 @@ class TorchBackend:
     """The reference backend: plain torch for every piece. Another backend (e.g. Triton kernels) provides
     the same three callables with the same signatures:
 
-        attention(q [B,T,Hq,D], k, v [B,S,Hkv,D], sinks [Hq], scale, window, offset) -> [B,T,Hq,D]
+        attention(q [B,T,Hq,D], k, v [B,S,Hkv,D], sinks [Hq], scale, window, positions)
+            -> (out [B,T,Hq,D], sink_prob [B,Hq,T] fp32)
         router(logits [N,E] (or [B,T,E]), k) -> (expert_idx [.., k] int64 sorted, expert_weights [.., k] fp32)
         experts(x [N,H], expert_idx [N,k], expert_weights [N,k], experts: Experts, swiglu_limit) -> [N,H]
 
-    ``attention`` need not expose internals: the model uses ``attention_with_sinks`` whenever a trace or
-    hook asks for scores/probs/sink_prob."""
+    ``positions`` is a ``workbench.kv_cache.Positions`` (query and key positions, -1 for missing keys, and
+    the column offset when keys are in column order). ``attention`` returns the sink mass of every head
+    and query (cheap: it falls out of the softmax normaliser), so tracing ``attn.sink_prob`` costs nothing
+    extra; it need not expose scores or probs: the model uses ``attention_with_sinks`` whenever a trace or
+    hook asks for those."""
 
     name = "torch"
 
     @staticmethod
     def attention(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None,
-                  offset: int) -> Tensor:
+                  positions: Positions) -> tuple[Tensor, Tensor]:
         if q.shape[1] >= _SDPA_MIN_QUERIES:
-            return sdpa_with_sinks(q, k, v, sinks, scale, window, offset)
-        return attention_with_sinks(q, k, v, sinks, scale, window, offset)
+            return sdpa_with_sinks(q, k, v, sinks, scale, window, positions=positions, return_sink_prob=True)
+        return attention_with_sinks(q, k, v, sinks, scale, window, positions=positions, return_sink_prob=True)
 
     router = staticmethod(router)
     experts = staticmethod(moe_experts)
@@ -518,47 +557,6 @@ class HookRun:
 
 
 # ================================================================================================
-# KV cache
-# ================================================================================================
-
-class LayerCache:
-    """Keys/values of one layer, post-RoPE: k, v [B, S, Hkv, D] and their positions [S].
-
-    A sliding layer keeps only its last ``window`` keys (older ones can never be seen again)."""
-
-    def __init__(self, window: int | None):
-        self.window = window
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
-        self.pos: Tensor | None = None
-
-    def update(self, k: Tensor, v: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Append new keys; return all keys visible to the new queries (old kept + new)."""
-        if self.k is not None:
-            k, v, pos = torch.cat([self.k, k], 1), torch.cat([self.v, v], 1), torch.cat([self.pos, pos])
-        keep = slice(-self.window, None) if self.window is not None else slice(None)
-        self.k, self.v, self.pos = k[:, keep], v[:, keep], pos[keep]
-        return k, v, pos
-
-
-class KVCache:
-    """Per-layer caches plus the number of positions processed so far (``length``)."""
-
-    def __init__(self, config: ModelConfig, batch: int = 1):
-        self.batch = batch
-        self.layers = [LayerCache(config.sliding_window if config.is_sliding(i) else None)
-                       for i in range(config.num_hidden_layers)]
-        self.length = 0
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for c in self.layers for t in (c.k, c.v) if t is not None)
-
-    def __repr__(self) -> str:
-        return f"KVCache(length={self.length}, batch={self.batch}, {self.nbytes / 2**20:.1f} MiB)"
-
-
-# ================================================================================================
 # the model
 # ================================================================================================
 
@@ -616,15 +614,13 @@ class AttentionBlock(nn.Module):
         q = hp("attn.q", apply_rope(q, ctx.cos, ctx.sin))
         k = hp("attn.k", apply_rope(k, ctx.cos, ctx.sin))
         v = hp("attn.v", v)
-        k_pos = ctx.positions
-        if ctx.cache is not None:
-            k, v, k_pos = ctx.cache.layers[self.layer].update(k, v, ctx.positions)
-        offset = int(ctx.positions[0] - k_pos[0])  # keys held before the first new query
+        k, v, where = ctx.keys(self.layer, k, v)
         if ctx.run is not None and any(ctx.run.wants(f"blocks.{self.layer}.{p}") for p in ATTN_INTERNALS):
-            a = attention_with_sinks(q, k, v, self.sinks, self.scale, self.window, offset,
-                                     hook=lambda name, t: hp(f"attn.{name}", t))
+            a = attention_with_sinks(q, k, v, self.sinks, self.scale, self.window,
+                                     hook=lambda name, t: hp(f"attn.{name}", t), positions=where)
         else:
-            a = ctx.backend.attention(q, k, v, self.sinks, self.scale, self.window, offset)
+            a, sink_prob = ctx.backend.attention(q, k, v, self.sinks, self.scale, self.window, where)
+            hp("attn.sink_prob", sink_prob)  # read-only here as in the eager path: replace attn.probs to change it
         a = hp("attn.z", a)  # [B, T, Hq, D]
         return hp("attn.out", self.out(a.reshape(B, T, Hq * D)))
 
@@ -683,11 +679,30 @@ class Block(nn.Module):
 
 
 class _Step:
-    """What every block needs for one forward call: positions, RoPE tables, cache, hooks, backend."""
+    """What every block needs for one forward call: positions, RoPE tables, cache, hooks, backend.
 
-    def __init__(self, model: "Model", positions: Tensor, cache: KVCache | None, run: HookRun | None):
-        self.positions, self.cache, self.run, self.backend = positions, cache, run, model.backend
-        self.cos, self.sin = rope_cos_sin(positions, model.inv_freq, model.concentration)
+    ``q_pos`` / ``k_pos`` [B or 1, T]: the new tokens' positions as queries and as keys (-1 at padding).
+    ``col``: a device-side column (0-dim tensor) for a static decode step (``Model.decode_step``); then the
+    cache is written at that column and no host-side number is used.
+    """
+
+    def __init__(self, model: "Model", q_pos: Tensor, k_pos: Tensor, plain: bool, cache: KVCache | None,
+                 run: HookRun | None, col: Tensor | None = None):
+        self.q_pos, self.k_pos, self.plain, self.col = q_pos, k_pos, plain, col
+        self.cache, self.run, self.backend = cache, run, model.backend
+        self.start = cache.length if cache is not None else 0
+        self.cos, self.sin = rope_cos_sin(q_pos, model.inv_freq, model.concentration)
+
+    def keys(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Positions]:
+        """The keys and values the new queries attend to (the cache's, with these written in) and where they sit."""
+        if self.cache is None:
+            return k, v, Positions(self.q_pos, self.k_pos, 0, self.plain)
+        lc = self.cache.layers[layer]
+        if self.col is not None:
+            k, v, kp = lc.write_at(k, v, self.k_pos, self.col)
+            return k, v, Positions(self.q_pos, kp, None, False)
+        k, v, kp, offset = lc.update(k, v, self.k_pos, self.start)
+        return k, v, Positions(self.q_pos, kp, offset, self.plain and offset is not None)
 
     def hook_prefix(self, prefix: str) -> Callable[[str, Tensor], Tensor]:
         if self.run is None:
@@ -751,37 +766,48 @@ class Model(nn.Module):
         rename = {"embedding": "embedding.weight", "unembedding": "unembedding.weight"}
         return {rename.get(n, n.replace(".mlp.experts.", ".mlp.")): p for n, p in self.named_parameters()}
 
-    def new_cache(self, batch: int = 1) -> KVCache:
-        return KVCache(self.config, batch)
+    def new_cache(self, batch: int = 1, *, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences, allocated now on the model's device. ``max_len``: room for
+        this many columns, fixed (needed for CUDA-graph decode); None: grows by doubling as needed."""
+        c = self.config
+        return KVCache(c, batch, max_len=max_len, dtype=self.dtype, device=self.device)
 
-    def forward(self, tokens, cache: KVCache | None = None, *, last_only: bool = False) -> Tensor:
+    def forward(self, tokens, cache: KVCache | None = None, *, last_only: bool = False,
+                attention_mask=None) -> Tensor:
         """tokens [T] or [B, T] -> logits [T, V] / [B, T, V]. With ``cache`` the tokens continue the cached
-        sequence (positions start at ``cache.length``) and the cache is extended. ``last_only`` computes
-        logits for the last position only ([1, V] / [B, 1, V])."""
-        return self._forward(tokens, cache=cache, run=None, last_only=last_only)
+        sequences and the cache is extended. ``last_only`` computes logits for the last position only
+        ([1, V] / [B, 1, V]). ``attention_mask`` [B, T] (1 = token, 0 = padding; use left padding for
+        generation): padding is never attended to, and each sequence's positions start at 0 at its first
+        token, so each row's logits at its tokens equal those of that sequence run alone (rows at padding
+        hold meaningless values). With a cache the mask covers the new tokens only."""
+        return self._forward(tokens, cache=cache, run=None, last_only=last_only, attention_mask=attention_mask)
 
     def run_with_trace(self, tokens, names: Names = None, *, hooks=None, cache: KVCache | None = None,
-                       last_only: bool = False) -> tuple[Tensor, "Trace"]:
+                       last_only: bool = False, attention_mask=None) -> tuple[Tensor, "Trace"]:
         """(logits, trace): ``trace[name]`` holds the activation at each hook point ``names`` selects
-        (None = all; names, globs, or a predicate). Only those are kept. ``hooks`` may be given too."""
+        (None = all; names, globs, or a predicate). Only those are kept. ``hooks`` may be given too.
+        ``attention_mask`` as in ``forward`` (traced rows at padding hold meaningless values)."""
         from .trace import Trace
 
         tokens_t, batched = self._as_batch(tokens)
         run = HookRun(self._hook_names, hooks=hooks, keep=names, batched=batched)
-        logits = self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched)
+        logits = self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched,
+                               attention_mask=attention_mask)
         return logits, Trace(run.store, config=self.config, tokens=tokens_t if batched else tokens_t[0])
 
     def run_with_hooks(self, tokens, hooks: Mapping[str, HookFn | Sequence[HookFn]], *,
-                       cache: KVCache | None = None, last_only: bool = False) -> Tensor:
+                       cache: KVCache | None = None, last_only: bool = False, attention_mask=None) -> Tensor:
         """Logits with ``hooks = {name or glob: fn(tensor, name) -> replacement or None}`` applied.
 
         Replacing ``blocks.i.moe.expert_idx`` re-derives the weights as the softmax of the router logits
         at the new picks; replacing ``expert_weights`` uses them as given; replacing ``attn.probs`` changes
         what multiplies V. Replacements must keep the shape (expert_idx may change the number of picks).
+        ``attention_mask`` as in ``forward``.
         """
         tokens_t, batched = self._as_batch(tokens)
         run = HookRun(self._hook_names, hooks=hooks, batched=batched)
-        return self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched)
+        return self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched,
+                             attention_mask=attention_mask)
 
     # ---- the forward pass --------------------------------------------------------------------
     def _as_batch(self, tokens) -> tuple[Tensor, bool]:
@@ -800,16 +826,50 @@ class Model(nn.Module):
         batched = tokens.dim() == 2
         return (tokens if batched else tokens[None]).to(self.device, torch.long), batched
 
+    def _check_mask(self, attention_mask, shape: tuple[int, int], batched: bool) -> Tensor | None:
+        if attention_mask is None:
+            return None
+        m = torch.as_tensor(attention_mask, device=self.device)
+        m = m if batched or m.dim() != 1 else m[None]
+        if tuple(m.shape) != shape:
+            raise ValueError(f"attention_mask has shape {list(m.shape)}, expected {list(shape)} (one entry per "
+                             "new token: 1 = token, 0 = padding)")
+        if m.dtype != torch.bool and ((m != 0) & (m != 1)).any():
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        m = m.bool()
+        starts = m[:, :1].long().sum(1) + (m[:, 1:] & ~m[:, :-1]).sum(1)  # runs of tokens per row
+        if (starts > 1).any():
+            row = int((starts > 1).nonzero()[0])
+            raise ValueError(f"attention_mask row {row} has padding between tokens; a sequence's tokens must be "
+                             "one run (padding before them, left padding, or after them)")
+        return m
+
     def _forward(self, tokens, *, cache: KVCache | None, run: HookRun | None, last_only: bool,
-                 batched: bool | None = None) -> Tensor:
+                 batched: bool | None = None, attention_mask=None) -> Tensor:
         if batched is None:
             tokens, batched = self._as_batch(tokens)
         B, T = tokens.shape
+        mask = self._check_mask(attention_mask, (B, T), batched)
         if cache is not None and cache.batch != B:
             raise ValueError(f"cache was made for batch {cache.batch}, tokens have batch {B}")
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + T, device=self.device)
-        ctx = _Step(self, positions, cache, run)
+        if cache is not None and run is None and T > _PREFILL_CHUNK:  # bounded memory: chunks through the cache
+            parts = [self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
+                                   last_only=last_only and a + _PREFILL_CHUNK >= T,
+                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK])
+                     for a in range(0, T, _PREFILL_CHUNK)]
+            logits = parts[-1] if last_only else torch.cat(parts, 1)
+            return logits if batched else logits[0]
+        if cache is not None:
+            q_pos, k_pos, plain = cache.positions(T, mask)
+        else:
+            q_pos, k_pos, plain = column_positions(T, mask, None, 0, self.device)
+        logits = self._run(tokens, _Step(self, q_pos, k_pos, plain, cache, run), last_only)
+        if cache is not None:
+            cache.advance(T)
+        return logits if batched else logits[0]
+
+    def _run(self, tokens: Tensor, ctx: _Step, last_only: bool) -> Tensor:
+        """tokens [B, T] -> logits [B, T or 1, V] through every block."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
         blocks = self.block if T < _PROGRESS_MIN_TOKENS else progress(self.block, desc=f"{T} tokens", unit="block")
@@ -818,10 +878,7 @@ class Model(nn.Module):
         x = hp("final_norm", self.norm(x))
         if last_only:
             x = x[:, -1:]
-        logits = hp("logits", linear(x, self.unembedding))
-        if cache is not None:
-            cache.length += T
-        return logits if batched else logits[0]
+        return hp("logits", linear(x, self.unembedding))
 
     def extra_repr(self) -> str:
         c = self.config

@@ -159,24 +159,31 @@ class Trace(Mapping[str, Tensor]):
         df.columns.name = "head"
         return df
 
+    def residual_stack(self, mid: bool = True) -> tuple[list[str], Tensor]:
+        """The accumulated residual stream: (labels, tensor [stages, (B,) T, H]) with one stage per traced
+        ``embed``, ``blocks.i.resid_mid`` (when ``mid``) and ``blocks.i.resid_post``, in forward order;
+        labels "embed", "0.mid", "0.post", ... Needs those points traced (``blocks.*.resid_*``)."""
+        names = {"embed": "embed"} if "embed" in self._acts else {}
+        stages = (("resid_mid", "mid"), ("resid_post", "post")) if mid else (("resid_post", "post"),)
+        for layer in sorted(set(self.layers("resid_mid")) | set(self.layers("resid_post"))):
+            for stage, short in stages:
+                if f"blocks.{layer}.{stage}" in self._acts:
+                    names[f"{layer}.{short}"] = f"blocks.{layer}.{stage}"
+        if not names:
+            raise KeyError("this trace has no residual stream; run_with_trace(..., names=['embed', 'blocks.*.resid_*'])")
+        return list(names), torch.stack([self[n] for n in names.values()])
+
     def residual_norms(self):
         """DataFrame position x stage: the L2 norm of the residual stream at ``embed``, each traced
         ``blocks.i.resid_mid`` / ``resid_post`` (columns "embed", "0.mid", "0.post", ...), averaged over
         the batch when batched."""
         import pandas as pd
 
-        cols = {}
-        if "embed" in self._acts:
-            cols["embed"] = "embed"
-        for layer in sorted(set(self.layers("resid_mid")) | set(self.layers("resid_post"))):
-            for stage, short in (("resid_mid", "mid"), ("resid_post", "post")):
-                name = f"blocks.{layer}.{stage}"
-                if name in self._acts:
-                    cols[f"{layer}.{short}"] = name
-        if not cols:
-            raise KeyError("this trace has no residual stream; run_with_trace(..., names=['embed', 'blocks.*.resid_*'])")
-        data = {k: self.with_batch(name).float().norm(dim=-1).mean(0).tolist() for k, name in cols.items()}
-        df = pd.DataFrame(data)
+        labels, stack = self.residual_stack()
+        norms = stack.float().norm(dim=-1)  # [stages, (B,) T]
+        if self.batched:
+            norms = norms.mean(1)
+        df = pd.DataFrame(dict(zip(labels, norms.tolist())))
         df.index.name = "position"
         return df
 

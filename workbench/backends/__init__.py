@@ -7,9 +7,9 @@
 Backends join the model and Harmony: the model knows nothing of Harmony, Harmony nothing of the model.
 """
 
-from .base import Backend, prompt_tokens
+from .base import Backend, TokenLogprob, Turn, prompt_tokens
 from .local import LocalBackend
 from .openai_compat import OpenAIBackend
 from .scripted import ScriptedBackend, ScriptExhausted
 
-__all__ = ["Backend", "prompt_tokens", "LocalBackend", "OpenAIBackend", "ScriptedBackend", "ScriptExhausted"]
+__all__ = ["Backend", "TokenLogprob", "Turn", "prompt_tokens", "LocalBackend", "OpenAIBackend", "ScriptedBackend", "ScriptExhausted"]

@@ -14,6 +14,8 @@ Every option of ``workbench.evals.run_sweep`` has a flag. Re-running into the sa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 NAME = "eval"
 HELP = "run an eval sweep (models x reasoning efforts x tasks), resumable; print the summary and write plots"
 ORDER = 60
@@ -48,6 +50,9 @@ def register(p) -> None:
     p.add_argument("--constrained", action="store_true", help="in-process: keep decoding inside the Harmony grammar")
     p.add_argument("--out", default=None, help="the sweep folder (logs, plots); required unless --list-tasks")
     p.add_argument("--parquet", action="store_true", help="also write samples.parquet and summary.parquet")
+    p.add_argument("--trace", type=_csv, default=None, metavar="NAMES",
+                   help="in-process models: store these hook points (comma-separated names or globs) per token, "
+                        "with Harmony labels, in OUT/activations after the sweep (resumable)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true", help="print the task names, one per line, and exit")
@@ -80,6 +85,8 @@ def run(args) -> int:
     for effort in args.efforts:
         if effort not in evals.EFFORTS:
             raise ValueError(f"reasoning effort must be one of {', '.join(evals.EFFORTS)}, not {effort!r}")
+    if args.trace and args.base_url:
+        raise ValueError("--trace needs the model in this process (a checkpoint folder), not --base-url")
     tasks = [evals.get_task(spec, seed=args.seed) for spec in args.tasks or ["arithmetic"]]  # before loading any model
     if args.base_url:
         models = [evals.server(name, args.base_url, api_key=args.api_key, timeout=args.timeout) for name in args.model]
@@ -91,6 +98,10 @@ def run(args) -> int:
         seed=args.seed, timeout=args.timeout, retries=args.retries, backoff=args.backoff,
         retry_errors=args.retry_errors, progress=args.progress)
     print(result)
+    for target in models if args.trace else ():
+        folder = Path(args.out) / "activations" / (target.name if len(models) > 1 else "")
+        print(evals.record_sweep(args.out, target.backends[0], args.trace, tasks=tasks, model_name=target.name,
+                                 folder=folder, seed=args.seed, progress=args.progress))
     return _report(evals, args)
 
 

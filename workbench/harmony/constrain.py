@@ -127,12 +127,17 @@ class HarmonyConstraint:
     """Logits processor ``(generated_ids, logits[V]) -> logits[V]`` for an assistant completion."""
 
     def __init__(self, channels: Sequence[str] | None = DEFAULT_CHANNELS, recipients: Iterable[str] = (),
-                 *, max_content_tokens: int | None = None):
+                 *, max_content_tokens: int | None = None, require_call: bool = False):
         self.channels = tuple(channels or DEFAULT_CHANNELS)
         self.recipients = tuple(recipients)
         self.max_content_tokens = max_content_tokens
-        first = header_strings(self.channels, self.recipients)
-        self._headers = {"first": first, "later": {"assistant" + h: t for h, t in first.items()}}
+        first = later = header_strings(self.channels, self.recipients)
+        if require_call:  # tool_choice "required": at most one analysis message, then a call to a recipient
+            if not self.recipients:
+                raise ValueError("require_call needs at least one recipient")
+            later = {h: t for h, t in first.items() if t.recipient}
+            first = {h: t for h, t in first.items() if t.recipient or t.channel == "analysis"}
+        self._headers = {"first": first, "later": {"assistant" + h: t for h, t in later.items()}}
         self.reset()
 
     @classmethod

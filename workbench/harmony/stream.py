@@ -24,7 +24,11 @@ invalid_token              an id outside the vocabulary (in a header: message br
 reserved_token             a ``<|reserved_N|>`` id (in a header: message broken)         kept
 special_in_header          ``<|endoftext|>`` etc. between ``<|start|>`` and ``<|message|>``  broken
 missing_message            the header ended with ``<|end|>``/``<|call|>``/``<|return|>``  recovered
-bad_header                 header text that does not parse (unknown role, stray words)    broken
+bad_header                 a header openai-harmony refuses (unknown role, stray words,    broken
+                           an empty channel, bytes that are not UTF-8)
+odd_header                 a header openai-harmony accepts but no well-formed one has     kept
+                           (whitespace inside a word, a second ``<|channel|>``, ``to=``
+                           with no recipient; ``Header.quirks``)
 special_in_content         ``<|channel|>``, ``<|message|>``... inside content                 kept
 unterminated_message       ``<|start|>`` inside content (missing ``<|end|>``)              kept
 truncated                  the stream ended inside a header or content                     kept
@@ -35,8 +39,14 @@ unknown_recipient          a recipient that no declared tool has                
 function_call_on_analysis  a ``functions.*`` call on the analysis channel                  kept
 ========================== ============================================================ ==========
 
-"recovered": the header text becomes the content of an assistant message with no channel (what
-openai-harmony's non-strict mode does for refusals that skip ``<|channel|>`` and ``<|message|>``).
+Headers are read exactly as openai-harmony reads them (``header``): where it accepts one, the message
+is the same; where it refuses one, ``bad_header``. Other special tokens inside a header
+(``<|endoftext|>``, ``<|start|>``, a stop token) are where the workbench parts ways on purpose:
+openai-harmony's strict mode folds their names into the header's words, the workbench breaks or
+recovers the message and says so.
+
+"recovered": the header's words become the content of a message with the header's role and channel
+(what openai-harmony's non-strict mode does for refusals that skip ``<|channel|>`` and ``<|message|>``).
 """
 
 from __future__ import annotations
@@ -49,11 +59,11 @@ from typing import Iterable, Sequence
 from openai_harmony import Author, Message, Role, TextContent
 
 from . import tokens as T
-from .header import Header, HeaderError, parse_header
+from .header import Header, HeaderError, parse_header, recover_header
 
 DEFAULT_CHANNELS = ("analysis", "commentary", "final")
 KINDS = ("special", "header", "content", "stray", "invalid")
-_FLAGS = {"unknown_channel", "missing_channel", "unknown_recipient", "function_call_on_analysis"}
+_FLAGS = {"unknown_channel", "missing_channel", "unknown_recipient", "function_call_on_analysis", "odd_header"}
 
 
 @dataclass
@@ -266,15 +276,14 @@ class StreamDecoder:
             self._begin_message(ev.position, start_event=ev)
         elif token in (T.CHANNEL, T.CONSTRAIN):
             ev.kind, ev.text = "special", T.name_of(token)
-            self._header_text.append(ev.text)
+            self._header_push(T.token_bytes(token))  # as bytes, like openai-harmony: it may cut a character
         elif T.is_special(token):
             ev.kind, ev.text = "special", T.name_of(token)
             self._error(ev.position, "special_in_header", f"{ev.text} inside a message header", ev)
             self._drop_message()
         else:
             ev.kind = "header"
-            ev.text, ok = self._header_utf8.push(T.token_bytes(token))
-            self._header_text.append(ev.text)
+            ev.text = self._header_push(T.token_bytes(token))
 
     def _in_content(self, ev: TokenEvent, token: int) -> None:
         h = self._header
@@ -309,9 +318,23 @@ class StreamDecoder:
             start_event.message = len(self.messages)
         self._header_text: list[str] = []
         self._header_utf8 = _Utf8()
+        self._header_valid = True
         self._utf8 = _Utf8()
         self._content: list[str] = []
         self._header: Header | None = None
+
+    def _header_push(self, data: bytes) -> str:
+        text, ok = self._header_utf8.push(data)
+        self._header_text.append(text)
+        self._header_valid &= ok
+        return text
+
+    def _header_string(self) -> str | None:
+        """The header's text, or None when its bytes are not UTF-8 (openai-harmony refuses such a header)."""
+        tail, ok = self._header_utf8.push(b"", final=True)
+        self._header_text.append(tail)
+        self._header_valid &= ok
+        return "".join(self._header_text) if self._header_valid else None
 
     def _error(self, position: int, code: str, detail: str, ev: TokenEvent | None = None) -> None:
         self.errors.append(ParseError(position, code, detail, ev.id if ev else None))
@@ -339,13 +362,17 @@ class StreamDecoder:
         self._begin_message(len(self.events))
 
     def _header_done(self, ev: TokenEvent) -> None:
-        text = "".join(self._header_text)
+        text = self._header_string()
         try:
+            if text is None:
+                raise HeaderError("the header's bytes are not valid UTF-8")
             header = parse_header(text, self._next_role)
         except HeaderError as e:
             self._error(ev.position, "bad_header", str(e), ev)
             self._drop_message()
             return
+        for quirk in header.quirks:
+            self._error(ev.position, "odd_header", quirk, ev)
         self._next_role = None
         self._header = header
         for e in self._header_events:
@@ -369,24 +396,28 @@ class StreamDecoder:
                         f"call to {h.recipient} on the analysis channel (function calls belong on commentary)", ev)
 
     def _missing_message(self, ev: TokenEvent, token: int) -> None:
-        """A header ended by a stop token: keep its text as an assistant message with no channel."""
+        """A header ended by a stop token: read it as openai-harmony's non-strict mode does (role and
+        channel from the header, its other words as the content). Without a known role (not the first
+        message of a completion) the first word must be a role; an empty header gives no message."""
         self._error(ev.position, "missing_message", f"{ev.text} before <|message|>: header text kept as content", ev)
-        text = "".join(self._header_text).strip()
-        role = self._next_role
-        if role is None:
-            first, _, rest = text.partition(" ")
-            role, text = (first, rest.strip()) if first in ("assistant", "user", "system", "developer") else (None, text)
-        if role is None:
+        text, role = self._header_string(), self._next_role
+        try:
+            if not text:  # no header at all, or bytes that are not UTF-8
+                raise HeaderError("nothing to recover")
+            header, content = recover_header(text, role)
+            if role is None and header.role == "tool":  # a full transcript: only a plain role word counts
+                raise HeaderError("no role")
+        except HeaderError:
             self._drop_message()
             self._quiet = False
             return
         self._next_role = None
-        self._header = Header(role=role)
+        self._header = header
         for e in self._header_events:
-            e.role = role
+            e.role, e.channel = header.role, header.channel
             if e.kind == "header":
                 e.kind = "content"
-        self._content = [text]
+        self._content = [content]
         self._complete(ev.position, token)
 
     def _complete(self, end: int, terminator: int | None) -> None:

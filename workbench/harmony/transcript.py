@@ -50,6 +50,19 @@ class Transcript:
         return [_text(m) for m in self.messages if channel is None or m.channel == channel]
 
     @property
+    def stop_reason(self) -> str:
+        """How the completion ended: ``return`` (<|return|>: the turn is done), ``call`` (<|call|>: a tool
+        call waits for its answer), ``end`` (stopped right after an <|end|>), ``length`` (cut off inside a
+        message or header) or ``empty`` (no tokens)."""
+        if not self.events:
+            return "empty"
+        last = self.events[-1]
+        if last.kind == "special" and last.text in ("<|return|>", "<|call|>", "<|end|>") and self.spans \
+                and self.spans[-1].end == last.position:
+            return {"<|return|>": "return", "<|call|>": "call", "<|end|>": "end"}[last.text]
+        return "length"
+
+    @property
     def final(self) -> str | None:
         """Text of the last message on the final channel (None if there is none)."""
         finals = self.texts("final")
