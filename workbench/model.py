@@ -872,6 +872,7 @@ class Model(nn.Module):
         """tokens [B, T] -> logits [B, T or 1, V] through every block."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
+        T = tokens.shape[1]
         blocks = self.block if T < _PROGRESS_MIN_TOKENS else progress(self.block, desc=f"{T} tokens", unit="block")
         for block in blocks:
             x = block(x, ctx)
