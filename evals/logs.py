@@ -72,9 +72,19 @@ def latest_records(folder) -> dict[tuple, dict]:
     return {key_of(r): r for r in read_records(folder)}
 
 
+def refuse_symlinks(folder: Path) -> None:
+    """An output folder that is a symbolic link, or holds one where we write, is refused: a planted link
+    would make a sweep overwrite or append to a file elsewhere (a victim's file, a shell rc file)."""
+    if folder.is_symlink():
+        raise ValueError(f"{folder}: is a symbolic link; eval output folders refuse symlinks")
+    for name in (LOG_NAME, LOG_NAME + ".lock", "sweep.json"):
+        if (folder / name).is_symlink():
+            raise ValueError(f"{folder / name}: is a symbolic link; eval output folders refuse symlinks")
+
+
 def lock_log(path: Path) -> int:
     """Take the log's lock (a file descriptor to close to release it); RuntimeError when a sweep holds it."""
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -86,9 +96,9 @@ def lock_log(path: Path) -> int:
 def replace_log(path: Path, data: bytes) -> None:
     """Replace the log at ``path`` with ``data`` atomically (temp file, fsync, rename, fsync the folder).
     The caller holds ``lock_log(path)``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -107,9 +117,10 @@ class LogWriter:
 
     def __init__(self, folder):
         self.path = log_path(folder)
+        refuse_symlinks(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_log(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         self._cut_torn_tail()
         self._lock = threading.Lock()
 

@@ -99,11 +99,11 @@ def _figure():
 
 
 def _save(fig, path) -> Path:
+    from workbench.cache import atomic_path  # a fresh temp name: a planted symlink is never written through
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     return path
 
 
@@ -155,13 +155,14 @@ def write_plots(table, folder) -> list[Path]:
 
 def to_parquet(df, path) -> Path:
     """Write records (or a summary) to parquet (needs pyarrow), atomically."""
+    from workbench.cache import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     df = df.copy()
     if "effort" in df.columns:
         df["effort"] = df["effort"].astype(str)
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
     return path
 
 

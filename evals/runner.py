@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from workbench.backends import Backend
+from workbench.backends.openai_compat import redact_url
 from workbench.harmony import Conversation, parse_tokens
 from workbench.harmony import tokens as T
 
@@ -216,7 +217,8 @@ def record_for(job: Job, conv: Conversation, tokens: list[int], error: str | Non
         "scorer": repr(job.task.scorer),
         "reasoning_tokens": channel_counts.get("analysis", 0), "answer_tokens": channel_counts.get("final", 0),
         "completion_tokens": len(tokens), "stop_reason": stop, "parse_errors": [e.code for e in transcript.errors],
-        "latency": round(latency, 6), "attempts": attempts, "backend": repr(backend), "error": error,
+        "latency": round(latency, 6), "attempts": attempts, "backend": redact_url(repr(backend)),
+        "error": redact_url(error) if error else error,
         "time": time.time(),
     }
 
@@ -311,9 +313,10 @@ def locals_for_config(jobs, efforts, repeats, limit, s: Settings, concurrency) -
 
 
 def _write_config(out: Path, config: dict) -> None:
-    tmp = out / "sweep.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, out / "sweep.json")
+    from workbench.cache import atomic_path
+
+    with atomic_path(out / "sweep.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
 
 
 def _execute(todo: list[Job], s: Settings, log: LogWriter, concurrency: int, progress: bool, total: int) -> int:

@@ -11,6 +11,7 @@ task           problems                                     scored by
 ``dates``      date offsets and differences                 ``date``: the ISO date, or the day count exactly
 ``counting``   occurrences of a word in a list              ``numeric``: the integer, exactly
 ``sorting``    sort a list of integers                      ``number_list``: the integers, in order
+``addition``   two (d+3)-digit integers, 1,000 per seed       ``numeric``: the integer, exactly
 ============== ============================================ ============================================
 
 Every target of a built-in task is an integer (or a date, or a list of integers), so no tolerance
@@ -132,6 +133,18 @@ def _dates(rng: random.Random, d: int) -> tuple[str, str]:
     return f"How many days are there from {start.isoformat()} to {end.isoformat()}? {BOXED}", str(n)
 
 
+def addition_question(a: int, b: int) -> str:
+    """The addition task's question (also what the built-in nano model trains on)."""
+    return f"What is {a:,} + {b:,}?"
+
+
+def _addition(rng: random.Random, d: int) -> tuple[str, str]:
+    """Two (d+3)-digit integers written with thousands separators (5 digits at the default difficulty)."""
+    n = d + 3
+    a, b = rng.randint(10 ** (n - 1), 10 ** n - 1), rng.randint(10 ** (n - 1), 10 ** n - 1)
+    return addition_question(a, b), str(a + b)
+
+
 _WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "grape", "melon", "peach", "mango", "lemon"]
 
 
@@ -155,12 +168,14 @@ GENERATED = {  # kind: (generator, scorer); every target is an integer, a date o
     "dates": (_dates, scorers.date()),
     "counting": (_counting, scorers.numeric(rel_tol=0.0)),
     "sorting": (_sorting, scorers.number_list()),
+    "addition": (_addition, scorers.numeric(rel_tol=0.0)),
 }
 DEFAULT_DIFFICULTY = 2
 DEFAULT_SIZE = 100
+SIZES = {"addition": 1000}  # enough samples for n >= 200 per reasoning effort with distinct questions
 
 
-def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0, size: int = DEFAULT_SIZE) -> Task:
+def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0, size: int | None = None) -> Task:
     """A built-in task. ``difficulty`` 1-5 widens numbers, lengthens lists and adds steps."""
     if kind not in GENERATED:
         raise ValueError(f"unknown task {kind!r}; built-in tasks: {', '.join(GENERATED)}")
@@ -168,6 +183,7 @@ def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0,
         raise ValueError(f"difficulty must be 1-5, not {difficulty!r}")
     make, scorer = GENERATED[kind]
     d = int(difficulty)
+    size = SIZES.get(kind, DEFAULT_SIZE) if size is None else size
 
     def dataset(repeat: int) -> list[Sample]:
         out = []

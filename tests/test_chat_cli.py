@@ -11,7 +11,7 @@ from workbench.cli.chat import COLORS, Printer, safe
 from workbench.harmony import Conversation
 
 
-def test_printer_colours_channels_and_strips_escapes():
+def test_printer_colours_channels_and_escapes_control_characters():
     def add(a: int, b: int) -> int:
         """Add."""
         return a + b
@@ -31,12 +31,12 @@ def test_printer_colours_channels_and_strips_escapes():
     bare = text
     for code in COLORS.values():
         bare = bare.replace(code, "")
-    assert "\x1b" not in bare and "\x07" not in bare and "It is 3 [2Jdone." in bare
+    assert "\x1b" not in bare and "\x07" not in bare and "It is 3 \\x1b[2J\\x07done." in bare
     plain = io.StringIO()
     chat(ScriptedBackend(['<|channel|>final<|message|>Hi<|return|>']), Conversation.new().user("x"),
          on_event=Printer(plain, color=False))
     assert plain.getvalue() == "[final] Hi\n"
-    assert safe("a\tb\nc\x1b]0;title\x07") == "a\tb\nc]0;title"
+    assert safe("a\tb\nc\x1b]0;title\x07\u202e") == "a\tb\nc\\x1b]0;title\\x07\\u202e"  # escaped, visible
 
 
 def test_cli_one_shot_on_tiny_model(tiny_dir, capsys):

@@ -232,7 +232,7 @@ def test_hf_index_naming_a_missing_shard(tmp_path, tiny_hf_dir):
     shutil.copytree(tiny_hf_dir, dst)
     shard = sorted(dst.glob("model-*.safetensors"))[-1]
     shard.unlink()
-    with pytest.raises(CheckpointError, match=f"shard {shard.name}.*does not exist"):
+    with pytest.raises(CheckpointError, match=f"shard '{shard.name}'.*does not exist"):
         open_checkpoint(dst)
 
 

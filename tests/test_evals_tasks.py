@@ -29,6 +29,9 @@ def _independent_answer(kind, question):
         word = re.search(r"word '(\w+)'", question).group(1)
         items = question.split("list: ")[1].split("?")[0].split(", ")
         return str(sum(w == word for w in items))
+    if kind == "addition":
+        a, b = (int(x.replace(",", "")) for x in re.fullmatch(r"What is ([\d,]+) \+ ([\d,]+)\?", question).groups())
+        return str(a + b)
     if kind == "sorting":
         nums = [int(x) for x in question.split("order: ")[1].split(". Give")[0].split(", ")]
         return ", ".join(map(str, sorted(nums)))
@@ -61,6 +64,10 @@ def test_generated_tasks_are_deterministic_and_prefix_stable():
     assert hard.count(",") > easy.count(",")
     assert get_task("arithmetic").name == "arithmetic" and get_task("arithmetic:4").name == "arithmetic:4"
     assert get_task("dates", seed=3).name == "dates@3"
+    # addition: (d+3)-digit operands, 1,000 distinct questions per seed (n >= 200 per effort without repeats)
+    add = get_task("addition:2").samples()
+    assert len(add) == 1000 and len({s.question for s in add}) == 1000
+    assert all(len(x.replace(",", "")) == 5 for s in add[:20] for x in re.findall(r"[\d,]+(?=[ ?])", s.question))
     # a task's name is a spec for itself (how a stored sweep finds its tasks again)
     for spec in ("arithmetic", "arithmetic:4", "dates@3", "sorting:5@2"):
         task = get_task(spec)
@@ -84,7 +91,7 @@ def test_task_spec_errors():
                        ("gpqa", "needs a file")]:
         with pytest.raises(ValueError, match=match):
             get_task(bad)
-    assert task_names()[:5] == list(GENERATED)
+    assert task_names()[:len(GENERATED)] == list(GENERATED)
 
 
 GPQA_HEADER = "Record ID,Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3,Subdomain\n"

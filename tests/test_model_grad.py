@@ -141,3 +141,15 @@ def test_gradients_equal_with_per_pick_and_attention_internals_hooked(m32):
         logits[-1].logsumexp(-1).backward()
         grads.append(embed.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_final_hidden_is_the_forward_pass_before_the_unembedding(m32):
+    tokens = torch.randint(0, m32.config.vocab_size, (2, 18), generator=torch.Generator().manual_seed(4))
+    h = m32.final_hidden(tokens)
+    assert h.shape == (2, 18, m32.config.hidden_size)
+    torch.testing.assert_close(h @ m32.unembedding.T, m32(tokens), rtol=1e-5, atol=1e-5)
+    _, trace = m32.run_with_trace(tokens[0], names="final_norm")
+    torch.testing.assert_close(m32.final_hidden(tokens[0]), trace["final_norm"])
+    seen = []
+    m32.final_hidden(tokens, hooks={"blocks.*.moe.router_logits": lambda x, name: seen.append(name)})
+    assert seen == [f"blocks.{i}.moe.router_logits" for i in range(m32.config.num_hidden_layers)]

@@ -27,6 +27,20 @@ def cache_dir() -> Path:
     return path
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux /proc), else by setting it back at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success fsync it and rename it to ``final``.
@@ -43,7 +57,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.is_file():
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
-            os.chmod(tmp_path, 0o644)
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600; a new file gets the user's umask
         os.replace(tmp_path, final)
     except BaseException:
         if tmp_path.is_dir():

@@ -33,6 +33,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and tensor at fault."""
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a real config.json is a few KB
+
+
 @dataclasses.dataclass
 class MXFP4Tensor:
     """A packed MXFP4 tensor: ``blocks`` uint8 [..., G, 16], ``scales`` uint8 [..., G] for logical [..., G*32]."""
@@ -125,6 +128,7 @@ class Checkpoint(Mapping[str, Weight]):
         self._file_of = files  # stored tensor name -> file
         self._headers = {f: read_header(f) for f in set(files.values())}
         self._handles: dict[Path, object] = {}
+        _check_layer_count(root, config, files)  # before expected_shapes allocates per layer
         self._shapes = expected_shapes(config)
         self.validate()
 
@@ -235,16 +239,40 @@ class Checkpoint(Mapping[str, Weight]):
                 f"experts={c.num_experts} top-{c.experts_per_token}, hidden={c.hidden_size})")
 
 
+def _check_layer_count(root: Path, config: ModelConfig, files: Mapping[str, Path]) -> None:
+    """A config may not claim more layers than the files hold (a crafted config.json with millions
+    of layers must fail here, not after allocating a shape table per layer)."""
+    stored = set()
+    for name in files:
+        parts = name.split(".")
+        if len(parts) > 2 and parts[0] == "block" and parts[1].isdigit():
+            stored.add(parts[1])
+        elif len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit():
+            stored.add(parts[2])
+    if config.num_hidden_layers > len(stored):
+        raise CheckpointError(f"{root}: config.json claims {config.num_hidden_layers} layers but the safetensors "
+                              f"files hold tensors for {len(stored)}")
+
+
 def _files_from_index(folder: Path, index_file: Path) -> dict[str, Path]:
+    """Stored name -> shard file, from the index; every shard must be a regular file inside ``folder``."""
     try:
         weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_file}: not a valid safetensors index ({e})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+        raise CheckpointError(f"{index_file}: not a valid safetensors index (needs a weight_map of "
+                              "tensor name -> shard file name)") from None
+    inside = folder.resolve()
     files = {}
     for name, fname in weight_map.items():
-        f = folder / fname
+        f = (folder / fname).resolve()
+        if f.parent != inside:
+            raise CheckpointError(f"{index_file}: shard {fname!r:.200} (holding {name!r:.200}) is not a file in "
+                                  f"{folder}; shards must sit next to the index")
         if not f.is_file():
-            raise CheckpointError(f"{index_file}: shard {fname} (holding {name!r}) does not exist")
+            raise CheckpointError(f"{index_file}: shard {fname!r:.200} (holding {name!r:.200}) does not exist "
+                                  "or is not a regular file")
         files[name] = f
     return files
 
@@ -268,6 +296,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     cfg_file = folder / "config.json"
     try:
         if cfg_file.is_file():
+            if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+                raise CheckpointError(f"{cfg_file}: {cfg_file.stat().st_size} bytes; a config.json is at most "
+                                      f"{MAX_CONFIG_BYTES}")
             data = json.loads(cfg_file.read_text())
             if isinstance(data, dict) and data.get("model_type") == "gpt_oss":
                 config = ModelConfig.from_hf_json(data, str(cfg_file))
@@ -286,7 +317,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         if (folder / "original").is_dir():
             return open_checkpoint(folder / "original")
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from None
+        raise CheckpointError(f"{cfg_file}: not valid JSON (at line {e.lineno}, column {e.colno})") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({type(e).__name__})") from None
     except (ConfigError, SafetensorsError) as e:
         raise CheckpointError(str(e)) from None
     raise CheckpointError(

@@ -44,10 +44,17 @@ class ModelConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                problems.append(f"{f.name}={v!r} is not a number")
+                problems.append(f"{f.name}={v!r:.40} is not a number")
             elif f.type == "int" and int(v) != v:
                 problems.append(f"{f.name}={v!r} is not a whole number")
         if problems:
+            raise ConfigError("; ".join(problems))
+        for name in ("num_hidden_layers", "num_experts", "vocab_size", "head_dim", "num_attention_heads",
+                     "num_key_value_heads", "sliding_window", "initial_context_length", "hidden_size",
+                     "intermediate_size", "experts_per_token"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be positive")
+        if problems:  # before any division by these
             raise ConfigError("; ".join(problems))
         if self.num_attention_heads % self.num_key_value_heads:
             problems.append(
@@ -60,10 +67,6 @@ class ModelConfig:
             problems.append("hidden_size and intermediate_size must be multiples of 32 (the MXFP4 block size)")
         if self.head_dim % 2:
             problems.append(f"head_dim={self.head_dim} must be even (RoPE rotates halves)")
-        for name in ("num_hidden_layers", "num_experts", "vocab_size", "head_dim", "num_attention_heads",
-                     "num_key_value_heads", "sliding_window", "initial_context_length"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}={getattr(self, name)} must be positive")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -143,9 +146,21 @@ class ModelConfig:
 
     @classmethod
     def from_hf_json(cls, data: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        try:
+            return cls._from_hf_json(data, source)
+        except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{source}: malformed field values ({type(e).__name__}); every size must be a "
+                              "positive integer") from None
+
+    @classmethod
+    def _from_hf_json(cls, data: dict[str, Any], source: str) -> "ModelConfig":
         if data.get("model_type") != "gpt_oss":
             raise ConfigError(f"{source}: model_type is {data.get('model_type')!r}, expected 'gpt_oss'")
         rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise ConfigError(f"{source}: rope_parameters/rope_scaling must be an object")
         required = ["num_hidden_layers", "num_local_experts", "vocab_size", "hidden_size",
                     "intermediate_size", "num_attention_heads", "num_key_value_heads"]
         missing = [k for k in required if k not in data]
@@ -153,12 +168,11 @@ class ModelConfig:
             raise ConfigError(f"{source}: missing fields {', '.join(missing)}")
         hidden, heads = data["hidden_size"], data["num_attention_heads"]
         layer_types = data.get("layer_types")
-        if layer_types is not None:
-            expected = ["sliding_attention" if i % 2 == 0 else "full_attention"
-                        for i in range(data["num_hidden_layers"])]
-            if list(layer_types) != expected:
+        if layer_types is not None:  # checked without building a list as long as the claimed layer count
+            if not isinstance(layer_types, list) or len(layer_types) != data["num_hidden_layers"] or any(
+                    t != ("sliding_attention" if i % 2 == 0 else "full_attention") for i, t in enumerate(layer_types)):
                 raise ConfigError(f"{source}: layer_types must alternate sliding/full starting with sliding "
-                                  f"(gpt-oss), got {layer_types}")
+                                  f"(gpt-oss), one per layer")
         if rope and rope.get("rope_type", rope.get("type", "yarn")) != "yarn":
             raise ConfigError(f"{source}: rope type {rope.get('rope_type')!r} is not 'yarn'")
         try:

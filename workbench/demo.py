@@ -103,8 +103,12 @@ def run_demo(path: str | Path | None = None, *, question: str = "What is 2 + 3? 
                             functions=[add]).user(question)
     backend = LocalBackend(model, constrained=True, max_content_tokens=max_content_tokens)
     start = time.perf_counter()
-    result = chat(backend, conv, tools=[PythonTool()], max_turns=max_turns, max_new_tokens=max_new_tokens,
-                  seed=seed, on_event=on_event)
+    python = PythonTool()  # one stateful session for this conversation, ended with it
+    try:
+        result = chat(backend, conv, tools=[python], max_turns=max_turns, max_new_tokens=max_new_tokens,
+                      seed=seed, on_event=on_event)
+    finally:
+        python.close()
     tokens = result.conversation.render_all()
     _, trace = model.run_with_trace(torch.tensor(tokens), names=TRACE_NAMES)
     return DemoResult(model, result, tokens, trace, time.perf_counter() - start)

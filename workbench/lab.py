@@ -36,8 +36,11 @@ def copy_notebooks(dest: str | Path) -> dict[str, list[str]]:
     manifest_path = dest / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError):
         manifest = {}
+    if not isinstance(manifest, dict):  # a damaged or foreign manifest: trust none of it (files are kept)
+        manifest = {}
+    manifest = {k: v for k, v in manifest.items() if isinstance(k, str) and isinstance(v, str)}
     report: dict[str, list[str]] = {"copied": [], "updated": [], "kept": [], "same": []}
     for src in shipped_notebooks():
         target = dest / src.name

@@ -826,6 +826,14 @@ class Model(nn.Module):
         batched = tokens.dim() == 2
         return (tokens if batched else tokens[None]).to(self.device, torch.long), batched
 
+    def final_hidden(self, tokens, hooks: Mapping[str, HookFn | Sequence[HookFn]] | None = None) -> Tensor:
+        """The final RMSNorm's output [T, H] / [B, T, H]: the forward pass without the unembedding (a trainer
+        that computes logits over a subset of rows, or only at some positions, starts from here). ``hooks`` as
+        in ``run_with_hooks``."""
+        tokens_t, batched = self._as_batch(tokens)
+        run = HookRun(self._hook_names, hooks=hooks, batched=batched) if hooks else None
+        return self._forward(tokens_t, cache=None, run=run, last_only=False, batched=batched, unembed=False)
+
     def _check_mask(self, attention_mask, shape: tuple[int, int], batched: bool) -> Tensor | None:
         if attention_mask is None:
             return None
@@ -845,7 +853,7 @@ class Model(nn.Module):
         return m
 
     def _forward(self, tokens, *, cache: KVCache | None, run: HookRun | None, last_only: bool,
-                 batched: bool | None = None, attention_mask=None) -> Tensor:
+                 batched: bool | None = None, attention_mask=None, unembed: bool = True) -> Tensor:
         if batched is None:
             tokens, batched = self._as_batch(tokens)
         B, T = tokens.shape
@@ -863,13 +871,13 @@ class Model(nn.Module):
             q_pos, k_pos, plain = cache.positions(T, mask)
         else:
             q_pos, k_pos, plain = column_positions(T, mask, None, 0, self.device)
-        logits = self._run(tokens, _Step(self, q_pos, k_pos, plain, cache, run), last_only)
+        logits = self._run(tokens, _Step(self, q_pos, k_pos, plain, cache, run), last_only, unembed)
         if cache is not None:
             cache.advance(T)
         return logits if batched else logits[0]
 
-    def _run(self, tokens: Tensor, ctx: _Step, last_only: bool) -> Tensor:
-        """tokens [B, T] -> logits [B, T or 1, V] through every block."""
+    def _run(self, tokens: Tensor, ctx: _Step, last_only: bool, unembed: bool = True) -> Tensor:
+        """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
         T = tokens.shape[1]
@@ -877,6 +885,8 @@ class Model(nn.Module):
         for block in blocks:
             x = block(x, ctx)
         x = hp("final_norm", self.norm(x))
+        if not unembed:
+            return x
         if last_only:
             x = x[:, -1:]
         return hp("logits", linear(x, self.unembedding))

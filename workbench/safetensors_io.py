@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
@@ -41,10 +42,20 @@ class Entry(NamedTuple):
 
 
 def read_header(path: str | os.PathLike) -> dict[str, dict]:
-    """Parse and check a safetensors header: the JSON is valid and every tensor's bytes lie in the file."""
+    """Parse and check a safetensors header as the format requires: a regular file; valid JSON; every
+    entry a known dtype, a shape of non-negative ints and ``data_offsets`` [begin, end] holding exactly
+    that many bytes; the entries, sorted by offset, tile the data area contiguously from 0 to its end.
+    Errors name the file and tensor and never echo the file's raw bytes."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    try:  # O_NONBLOCK: a FIFO named *.safetensors must not hang us; it is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise SafetensorsError(f"{path}: cannot open ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SafetensorsError(f"{path}: not a regular file")
+        size = st.st_size
         raw = f.read(8)
         if len(raw) < 8:
             raise SafetensorsError(f"{path}: file is {size} bytes, too short for a safetensors header")
@@ -52,26 +63,43 @@ def read_header(path: str | os.PathLike) -> dict[str, dict]:
         if n > min(MAX_HEADER, size - 8):
             raise SafetensorsError(f"{path}: header length {n} exceeds the file ({size} bytes): truncated or not safetensors")
         try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SafetensorsError(f"{path}: corrupt header ({e})") from None
+            header = json.loads(f.read(n).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise SafetensorsError(f"{path}: corrupt header (not UTF-8 at byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise SafetensorsError(f"{path}: corrupt header (invalid JSON at byte {e.pos})") from None
+        except RecursionError:
+            raise SafetensorsError(f"{path}: corrupt header (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: header is not a JSON object")
     header.pop("__metadata__", None)
     data_size = size - 8 - n
+    spans = []
     for name, info in header.items():
         try:
             begin, end = info["data_offsets"]
             dtype = DTYPES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
+            shape = info["shape"]
+            if not all(type(x) is int and x >= 0 for x in (begin, end, *shape)):
+                raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from None
+            raise SafetensorsError(f"{path}: tensor {name!r:.200} has a malformed header entry "
+                                   "(needs dtype, shape of non-negative ints, data_offsets [begin, end])") from None
         if end > data_size:
             raise SafetensorsError(
-                f"{path}: tensor {name!r} ends at byte {end} of the data but the file holds only {data_size}: truncated"
+                f"{path}: tensor {name!r:.200} ends at byte {end} of the data but the file holds only {data_size}: truncated"
             )
-        if end - begin != math.prod(shape) * dtype.itemsize:
-            raise SafetensorsError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape} {info['dtype']}")
+        if end < begin or end - begin != math.prod(shape) * dtype.itemsize:
+            raise SafetensorsError(f"{path}: tensor {name!r:.200} has offsets [{begin}, {end}] for shape {shape} {info['dtype']}")
+        spans.append((begin, end, name))
+    at = 0
+    for begin, end, name in sorted(spans):
+        if begin != at:
+            what = "overlaps the tensor before it" if begin < at else f"leaves a gap at byte {at}"
+            raise SafetensorsError(f"{path}: tensor {name!r:.200} starts at byte {begin} and {what} (offsets must tile the data)")
+        at = end
+    if at != data_size:
+        raise SafetensorsError(f"{path}: the tensors end at byte {at} but the data area holds {data_size} bytes")
     return header
 
 

@@ -183,6 +183,12 @@ print("wrote canary")
 """}
 
 
+def _rss_mb() -> float:
+    """This (host) process's resident memory now, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def main(cfg: dict) -> dict:
     """Play every attack through a sandboxed tool; with ``isolate=False`` only ``BENIGN`` cells (the
     attacks would really hit this machine: never run them unsandboxed)."""
@@ -201,14 +207,13 @@ def main(cfg: dict) -> dict:
         try:
             for name, code in cells.items():
                 result = tool.call("python", code.format(**cfg))
-                out[name] = {"text": result.text, "error": result.error, "refused": result.data.get("refused", False)}
+                out[name] = {"text": result.text, "error": result.error, "refused": result.data.get("refused", False),
+                             "host_rss_mb": _rss_mb()}
             out["isolation"] = tool.session.isolation
         finally:
             tool.close()
         out["warnings"] = [str(w.message) for w in caught]
-    import resource
 
-    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 

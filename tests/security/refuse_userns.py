@@ -1,9 +1,10 @@
 """Run a command as root on a host that refuses user namespaces (simulated, for the tests).
 
-It enters a new user namespace that maps root and uids 1-65535 to themselves (so the command is
-still root, with every capability there), sets ``user.max_user_namespaces`` to 0 inside it, and
-execs the command: any user namespace the command tries to make fails with ENOSPC, exactly as on
-a host with ``user.max_user_namespaces=0``. Needs root. Usage: python refuse_userns.py CMD...
+As root it enters a new user namespace that maps root and uids 1-65535 to themselves (so the
+command is still root, with every capability there); as another user, one that maps that user to
+itself. Either way it sets ``user.max_user_namespaces`` to 0 inside it and execs the command: any
+user namespace the command tries to make fails with ENOSPC, exactly as on a host with
+``user.max_user_namespaces=0``. Usage: python refuse_userns.py CMD...
 """
 
 import ctypes
@@ -11,6 +12,16 @@ import os
 import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
+if os.geteuid() != 0:  # an ordinary user: map ourselves to ourselves, as the kernel allows without privilege
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(0x10000000) != 0:
+        sys.exit(f"unshare: {os.strerror(ctypes.get_errno())}")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1\n"), ("gid_map", f"{gid} {gid} 1\n")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:  # capabilities in our own namespace allow it
+        f.write("0")
+    os.execv(sys.argv[1], sys.argv[1:])
 r, w = os.pipe()
 r2, w2 = os.pipe()
 pid = os.fork()

@@ -15,6 +15,7 @@ and the tool loop (``workbench.chat``) runs them on this side.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator, Sequence
 
 from ..harmony import Conversation
@@ -22,6 +23,19 @@ from ..wire import chat as wchat
 from ..wire import responses as wresp
 from ..wire.chat import chat_messages, recipient_for, tool_functions  # noqa: F401 - re-exported
 from .base import Backend
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|password|secret)=)[^&\s#]*")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with credentials taken out of every URL in it (``user:pass@`` and key/token query
+    values become ``***``), so base URLs can go into logs, reprs and eval records.
+
+    >>> redact_url("http://user:pw@host:8000/v1?api_key=sk-1&x=2")
+    'http://***@host:8000/v1?api_key=***&x=2'
+    """
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 APIS = ("chat", "responses")
 # Request fields the openai client takes as arguments; others travel in extra_body.
@@ -79,5 +93,5 @@ class OpenAIBackend(Backend):
         return kwargs
 
     def __repr__(self) -> str:
-        return (f"OpenAIBackend({self.model!r}, base_url={str(getattr(self.client, 'base_url', ''))!r}, "
+        return (f"OpenAIBackend({self.model!r}, base_url={redact_url(str(getattr(self.client, 'base_url', '')))!r}, "
                 f"api={self.api!r}{'' if self.streaming else ', stream=False'})")

@@ -40,5 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         # Expected user errors get one clear line, not a traceback.
-        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        from ._text import terminal_text
+
+        print(terminal_text(f"workbench {args.command}: error: {e}"), file=sys.stderr)
         return 1

@@ -3,12 +3,11 @@
 PATH is a checkpoint folder (default: the built-in tiny model); ``--base-url`` talks to an
 OpenAI-compatible server instead. Analysis shows dim, commentary yellow, the final answer green,
 tool calls cyan and tool results magenta. Model text is untrusted: control characters (terminal
-escape sequences included) are removed before printing.
+escape sequences included) and bidi overrides are escaped before printing.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 
 NAME = "chat"
@@ -17,12 +16,11 @@ ORDER = 40
 
 COLORS = {"analysis": "\033[2m", "commentary": "\033[33m", "final": "\033[32m", "call": "\033[36m",
           "tool": "\033[35m", "error": "\033[31m", "reset": "\033[0m"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def safe(text: str) -> str:
-    """Text fit for a terminal: no control characters but newlines and tabs."""
-    return _CONTROL.sub("", text)
+    """Text fit for a terminal: control characters and bidi overrides escaped, newlines and tabs kept."""
+    from ._text import terminal_text
+
+    return terminal_text(text)
 
 
 def register(p) -> None:

@@ -22,15 +22,16 @@ def register(p) -> None:
 
 def run(args) -> int:
     from ..lab import copy_notebooks, lab_command
+    from ._text import terminal_text
 
     folder = Path(args.dir).expanduser()
     report = copy_notebooks(folder)
     for what, names in report.items():
         if names and what != "same":
-            print(f"{what}: {', '.join(names)}")
+            print(terminal_text(f"{what}: {', '.join(names)}"))
     if report["kept"]:
         print("(kept files you edited; delete one to get the shipped version back)")
-    print(f"notebooks in {folder}")
+    print(terminal_text(f"notebooks in {folder}"))
     if args.copy_only:
         return 0
     cmd = lab_command(folder, args.port, args.no_browser, args.jupyter_args)

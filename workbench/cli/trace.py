@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._text import terminal_text
+
 NAME = "trace"
 HELP = "run one forward pass and print, per layer, the experts each token picked and each head's sink mass"
 ORDER = 30
@@ -23,7 +25,7 @@ def _piece(enc, token: int, width: int = 14) -> str:
         text = enc.decode([token])
     except Exception:  # e.g. a token that is not valid UTF-8 on its own
         text = f"<{token}>"
-    text = "".join("·" if c == " " else c if c.isprintable() else repr(c)[1:-1] for c in text) or "''"
+    text = terminal_text(text.replace(" ", "·"), keep="") or "''"
     return text if len(text) <= width else text[: width - 1] + "~"
 
 

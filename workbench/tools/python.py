@@ -1,8 +1,9 @@
 """The ``python`` tool: the model's messages run in a sandboxed, stateful Python session.
 
->>> tool = PythonTool()                              # doctest: +SKIP
+>>> tool = PythonTool()
 >>> tool.call("python", "x = sum(range(10))").text, tool.call("python", "x * 2").text
 ('', '90\\n')
+>>> tool.close()
 
 What the model is told is generated from the tool's configuration (``describe``), so it is true:
 openai-harmony's stock text promises a stateful Jupyter notebook, a 120 s timeout and a persistent

@@ -1,6 +1,6 @@
 """Run untrusted Python isolated from the host: ``PythonSession`` (stateful) and ``run_python`` (one-shot).
 
->>> with PythonSession() as session:               # doctest: +SKIP
+>>> with PythonSession() as session:
 ...     session.run("x = 6 * 7").output, session.run("x").output
 ('', '42\\n')
 

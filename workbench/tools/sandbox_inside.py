@@ -1,20 +1,21 @@
 """The two programs that run inside the python tool's sandbox: the supervisor and the worker.
 
 This file is never imported inside the sandbox: ``sandbox.py`` reads its source and runs it with
-``python -I -S -c SOURCE supervisor CONFIG`` (no site: fast, no .pth files run) as the first process bwrap starts (pid 2 of the
-sandbox's pid namespace). It imports nothing but the standard library.
+``python -I -S -c SOURCE supervisor CONFIG`` (no site: fast, no .pth files run) as the first process
+bwrap starts (pid 2 of the sandbox's pid namespace). It imports nothing but the standard library.
 
 - The **supervisor** is trusted: it never runs model code. It makes itself non-dumpable (so the
   code cannot ptrace it or open its ``/proc/<pid>/fd``), joins a fresh session keyring, measures
   what isolation actually took effect (namespaces, uid map, capabilities, mounts, devices, network,
-  groups, keyring), starts the worker, and then relays calls between the host (fds 3 and 4, which
-  only it holds) and the worker. It enforces each call's wall time (SIGINT, then the kill of every
+  groups, keyring), starts the worker, and then relays calls between the host (two pipes whose
+  numbers come in its config, held by it alone) and the worker. It enforces each call's wall time (SIGINT, then the kill of every
   process in the sandbox) and output size, and reads the worker's messages size-capped.
 - The **worker** is a fork of the supervisor that applies the per-process layers (rlimits,
   Landlock, seccomp), closes every descriptor but its own three pipes, and runs the cells (in the
-  same interpreter: no exec, so the session starts faster). Before it reads any code it measures its own state (seccomp mode,
-  capabilities, limits, Landlock) and reports it; then it runs cells in one namespace, like a
-  Jupyter kernel: the value of a last expression is printed, exceptions print a traceback.
+  same interpreter: no exec, so the session starts faster). Before it reads any code it measures
+  its own state (seccomp mode, capabilities, limits, Landlock) and reports it; then it runs cells in
+  one namespace, like a Jupyter kernel: the value of a last expression is printed, exceptions print
+  a traceback, and a process a cell forks never returns to read the next cell.
 
 Frames on every pipe are a 4-byte big-endian length and a UTF-8 JSON object.
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import html as _html
 import math
+import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -141,31 +143,75 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
+def read_text_file(path: Path, max_bytes: int) -> str | None:
+    """The text of a regular file of at most ``max_bytes`` that is not binary (no NUL byte, valid
+    UTF-8), opened without following a symlink; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes or b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 class LocalSearch:
     """An offline search backend: BM25 (k1=1.5, b=0.75) over the .txt/.md/.html files under ``folder``.
 
-    Pages get URLs ``file:///absolute/path``; ``fetch`` only opens files that were indexed.
+    Pages get URLs ``file:///absolute/path``; ``fetch`` only opens files that were indexed. It never
+    leaves ``folder``: symbolic links (files or folders) are skipped, not followed; files over
+    ``max_file_bytes`` and binary files are skipped; ``skipped`` lists what was left out and why.
     """
 
     source = "local"
 
-    def __init__(self, folder: str | Path, *, k1: float = 1.5, b: float = 0.75):
+    def __init__(self, folder: str | Path, *, k1: float = 1.5, b: float = 0.75, max_file_bytes: int = 4 << 20,
+                 max_files: int = 10000):
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
             raise FileNotFoundError(f"browser folder {self.folder} does not exist")
         self.k1, self.b = k1, b
         self.pages: dict[str, Page] = {}
-        for path in sorted(self.folder.rglob("*")):
-            if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
-                url = path.as_uri()
-                raw = path.read_text(encoding="utf-8", errors="replace")
-                page = html_to_page(raw, url) if path.suffix.lower() in (".html", ".htm") else text_to_page(raw, url)
-                self.pages[url] = page
+        self.skipped: dict[str, str] = {}
+        for path in self._walk(max_files):
+            if path.suffix.lower() not in TEXT_SUFFIXES:
+                continue
+            raw = read_text_file(path, max_file_bytes)
+            if raw is None:
+                self.skipped[str(path)] = f"not a regular text file of at most {max_file_bytes} bytes"
+                continue
+            url = path.as_uri()
+            page = html_to_page(raw, url) if path.suffix.lower() in (".html", ".htm") else text_to_page(raw, url)
+            self.pages[url] = page
         self._urls = list(self.pages)
         self._tf = [Counter(words(self.pages[u].title + "\n" + self.pages[u].text)) for u in self._urls]
         self._len = [sum(tf.values()) for tf in self._tf]
         self._avg = sum(self._len) / len(self._len) if self._len else 0.0
         self._df = Counter(w for tf in self._tf for w in tf)
+
+    def _walk(self, max_files: int) -> list[Path]:
+        """Files under the folder, without following any symbolic link (each link is recorded in ``skipped``)."""
+        out: list[Path] = []
+        for top, dirs, files in os.walk(self.folder, followlinks=False):
+            for name in sorted(dirs):
+                if os.path.islink(os.path.join(top, name)):
+                    self.skipped[os.path.join(top, name)] = "symbolic link (not followed)"
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(top, d)))
+            for name in sorted(files):
+                path = Path(top) / name
+                if path.is_symlink():
+                    self.skipped[str(path)] = "symbolic link (not followed)"
+                elif len(out) < max_files:
+                    out.append(path)
+        return sorted(out)
 
     def __repr__(self) -> str:
         return f"LocalSearch({str(self.folder)!r}, {len(self.pages)} pages)"

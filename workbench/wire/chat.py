@@ -313,7 +313,9 @@ def tool_functions(conv: Conversation) -> list[dict]:
     out = []
     for ns_name, ns in conv.namespaces.items():
         if ns_name == "python":
-            out.append({"type": "function", "function": PYTHON_FUNCTION})
+            # the declared description: PythonTool states its real mode and limits
+            out.append({"type": "function", "function": {**PYTHON_FUNCTION, "description": ns.description
+                                                         or PYTHON_FUNCTION["description"]}})
             continue
         for tool in ns.tools:
             name = tool.name if ns_name == "functions" else f"{ns_name}_{tool.name}"
