@@ -6,7 +6,7 @@
 - ``RouterView(trace, tokens=None)``: expert picks (tokens x layers), expert load, router logits.
 - ``SinkView(trace, tokens=None)``: attention-sink mass per layer/head/position, a head's pattern.
 - ``MXFP4View(checkpoint_or_model, layer, expert, weight=, reference=)``: scales, codes, error.
-- ``SweepView(sweep_folder_or_dataframe)``: an eval sweep's summary and samples (``sweep.py``).
+- ``SweepView(samples, summary)``: an eval sweep's summary and samples, as ``workbench.evals`` made them (``sweep.py``).
 - ``AttentionGridView(trace, layer)``: every head's attention pattern of one layer, sink column first.
 - ``LogitLensView(workbench.lens.logit_lens(...), tokens)``: stages x positions, top next token per cell.
 
