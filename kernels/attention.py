@@ -235,7 +235,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
     sink_prob = torch.empty((B, Hq, T), dtype=torch.float32, device=q.device)
     if T > 0 and B > 0:
         rows = T * G
-        block_m = block_m or max(16, min(128 if q.device.type == "cuda" else 64, next_pow2(rows)))
+        # 128-row tiles on a GPU; 64 with loaded positions, on 8 warps (128 rows, or 4 warps, spill: ptxas, sm_90)
+        block_m = block_m or max(16, min(128 if q.device.type == "cuda" and not has_pos else 64, next_pow2(rows)))
         block_n = block_n or 64
         m_tiles = triton.cdiv(rows, block_m)
         k_lo = max(0, offset - col_win + 1)  # keys anyone can see: [k_lo, k_hi)
@@ -257,7 +258,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Te
             abuf = torch.empty((num_splits, B, T, Hq, D), dtype=torch.float32, device=q.device)
         else:
             chunk, mbuf, lbuf, abuf = NO_WINDOW, sink_prob, sink_prob, sink_prob
-        opts = {"num_warps": num_warps or (8 if block_m >= 128 else 4)}  # 4 warps at 128 rows spill (ptxas)
+        opts = {"num_warps": num_warps or (8 if block_m >= (64 if has_pos else 128) else 4)}  # fewer spill (ptxas)
         if num_stages:
             opts["num_stages"] = num_stages
         qp, kp = (q_pos, k_pos) if has_pos else (sink_prob, sink_prob)  # (unused pointers without positions)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workbench import hooks
-from workbench.checkpoint import expected_shapes
+from workbench.checkpoint import MXFP4Tensor, expected_shapes
 from workbench.config import ModelConfig
 from workbench.interventions import ablate_heads
 from workbench.model import Model, swiglu
@@ -22,12 +22,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DTYPES = {"float32": torch.float32, "int64": torch.long}
 
 
-def random_model(seed=0, **overrides) -> Model:
-    """A random fp32 model of any shape (weights drawn like the built-in ones), held in memory."""
+def random_model(seed=0, smooth: bool = False, **overrides) -> Model:
+    """A random fp32 model of any shape (weights drawn like the built-in ones), held in memory.
+
+    ``smooth``: expert input weights / 4 (MXFP4 scale exponents - 2), so few SwiGLU inputs reach the +-7
+    clamp, whose kinks would spoil finite differences (the built-in scale hits it on purpose)."""
     base = dict(num_hidden_layers=2, num_experts=6, experts_per_token=2, hidden_size=32, intermediate_size=64,
                 head_dim=8, num_attention_heads=4, num_key_value_heads=2, sliding_window=5, vocab_size=97)
     cfg = ModelConfig(**(base | overrides))
     weights = {name: random_tensor(cfg, name, seed) for name in expected_shapes(cfg)}
+    if smooth:
+        for name, w in weights.items():
+            if name.endswith("mlp1_weight"):
+                weights[name] = MXFP4Tensor(w.blocks, w.scales - 2)
     return Model(cfg, weights, dtype=torch.float32).eval()
 
 

@@ -28,7 +28,9 @@ def test_every_kernel_compiles_for_sm90():
     assert r.returncode == 0, r.stderr[-4000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(res) == {"mlp1_decode", "mlp2_decode", "mlp1_grouped", "mlp2_grouped", "attention_prefill",
-                        "attention_decode_split", "router"}
-    for name in ("mlp1_grouped", "mlp2_grouped", "attention_prefill"):  # Hopper tensor cores (wgmma)
-        assert res[name]["wgmma"], name
+                        "attention_decode_split", "attention_prefill_positions", "attention_decode_positions", "router"}
+    for name in ("mlp1_grouped", "mlp2_grouped", "attention_prefill", "attention_prefill_positions"):
+        assert res[name]["wgmma"], name  # Hopper tensor cores
     assert all(r["cubin_bytes"] > 0 for r in res.values())
+    for name in ("attention_prefill_positions", "attention_decode_positions"):  # the defaults do not spill
+        assert res[name].get("stack", 0) == 0, (name, res[name])

@@ -80,12 +80,12 @@ def sample(logits: Tensor, *, temperature: float = 1.0, top_p: float = 1.0,
     return sample_rows(logits[None], temperature=temperature, top_p=top_p, generators=[generator])[0]
 
 
-def _slice_last(trace, row: int | None) -> dict:
-    """Restrict each activation of one step to one sequence (``row`` of a batch, None when unbatched) and
-    to its last query position (T = 1)."""
+def _slice_last(trace, row: int) -> dict:
+    """Restrict each activation of one step (batched [rows, ...]) to one sequence's ``row`` and its last
+    query position (T = 1); a single prompt's trace keeps the unbatched shapes."""
     out = {}
     for name, t in trace.items():
-        t = t if row is None else t[row]
+        t = t[row]
         axis = token_axis(name)
         out[name] = t.narrow(axis, t.shape[axis] - 1, 1).clone()  # logits (last_only) already have T = 1
     return out
@@ -122,7 +122,7 @@ def _per_sequence(value, B: int, name: str, is_one: Callable[[object], bool]) ->
 def generate(model, prompt_tokens, *, max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
              seed: int | Sequence[int] | None = None, stop_tokens: Iterable[int] | Sequence[Iterable[int]] = (),
              logits_processor: LogitsProcessor | Sequence[LogitsProcessor] | None = None, trace_names: Names = None,
-             hooks: Mapping | None = None) -> Iterator[GeneratedToken]:
+             hooks: Mapping | None = None, cuda_graph: bool | None = None) -> Iterator[GeneratedToken]:
     """Yield up to ``max_new_tokens`` tokens per sequence continuing ``prompt_tokens``, one at a time.
 
     ``prompt_tokens``: ids [T] (one prompt) or a batch (a list of id lists, any lengths, or [B, T]); a
@@ -137,6 +137,9 @@ def generate(model, prompt_tokens, *, max_new_tokens: int = 256, temperature: fl
     ``model.run_with_hooks``; e.g. ``workbench.interventions.ban_experts`` or ``steer``) run at every
     forward step: the prefill (all prompt positions) and each decode step (T = 1; so ``positions=`` of an
     intervention index the positions of each call). With a batch, hooks see [B, ...] tensors.
+    ``cuda_graph``: decode by replaying one CUDA graph per token (``workbench.decode``): None = when the
+    model can (on a GPU, Triton backend, MXFP4 experts, no hooks); True = insist (an error says why
+    not); False = never. Graph decoding keeps finished sequences in the batch (their tokens unseen).
     """
     prompts, batched = _as_prompts(prompt_tokens)
     if temperature < 0:
@@ -156,7 +159,7 @@ def generate(model, prompt_tokens, *, max_new_tokens: int = 256, temperature: fl
     processors = _per_sequence(logits_processor, B, "logits_processor", lambda v: v is None or callable(v))
     generators = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
     return _generate(model, prompts, batched, max_new_tokens, temperature, top_p, generators, stops, processors,
-                     trace_names, hooks)
+                     trace_names, hooks, cuda_graph)
 
 
 def _left_pad(prompts: list[list[int]], device) -> tuple[Tensor, Tensor | None]:
@@ -168,26 +171,83 @@ def _left_pad(prompts: list[list[int]], device) -> tuple[Tensor, Tensor | None]:
     return tokens, mask
 
 
+class _EagerSteps:
+    """Forward steps through a growable cache; finished sequences leave the batch."""
+
+    def __init__(self, model, batched, B, trace_names, hooks):
+        self.model, self.batched, self.trace_names, self.hooks = model, batched, trace_names, hooks
+        self.cache = model.new_cache(B)
+
+    def __call__(self, inputs: Tensor, mask: Tensor | None):
+        """inputs [rows, T] -> (last logits [rows, V] fp32 on the CPU, trace or None)."""
+        model, x = self.model, inputs if self.batched else inputs[0]
+        m = mask if self.batched or mask is None else mask[0]
+        trace = None
+        if self.trace_names is not None:
+            logits, trace = model.run_with_trace(x, self.trace_names, hooks=self.hooks, cache=self.cache,
+                                                 last_only=True, attention_mask=m)
+        elif self.hooks:
+            logits = model.run_with_hooks(x, self.hooks, cache=self.cache, last_only=True, attention_mask=m)
+        else:
+            logits = model(x, self.cache, last_only=True, attention_mask=m)
+        trace = None if trace is None else trace if self.batched else {n: t[None] for n, t in trace.items()}
+        return (logits if self.batched else logits[None])[:, -1].float().cpu(), trace
+
+    def keep(self, rows: list[int]) -> None:
+        self.cache.select(torch.tensor(rows, device=self.model.device))
+
+
+class _GraphSteps:
+    """Decode steps replayed from a CUDA graph (``workbench.decode``); the batch keeps its rows, finished
+    ones decode on unseen."""
+
+    def __init__(self, model, B, max_len, trace_names, graph):
+        from .decode import decoder_for
+
+        self.decoder = decoder_for(model, B, max_len, trace_names, graph)
+        self.rows = list(range(B))
+        self.last = torch.zeros(B, dtype=torch.long, device=model.device)
+
+    def __call__(self, inputs: Tensor, mask: Tensor | None):
+        d = self.decoder
+        if d.cache.length == 0:
+            logits = d.prefill(inputs, mask)
+        else:
+            self.last[self.rows] = inputs[:, -1]
+            logits = d.step(self.last)
+        trace = d.trace() if d.run is not None else None
+        sel = torch.tensor(self.rows, device=logits.device)
+        trace = None if trace is None else {n: t[sel] for n, t in trace.items()}
+        return logits[sel].float().cpu(), trace
+
+    def keep(self, rows: list[int]) -> None:
+        self.rows = [self.rows[r] for r in rows]
+
+
+def _use_graph(model, cuda_graph, hooks, trace_names) -> bool:
+    from .decode import graph_unavailable
+
+    if cuda_graph is False:
+        return False
+    why = graph_unavailable(model) or ("hooks that replace activations run eagerly" if hooks else None)
+    if why and cuda_graph:
+        raise ValueError(f"cuda_graph=True: {why}")
+    return why is None
+
+
 def _generate(model, prompts, batched, max_new_tokens, temperature, top_p, generators, stops, processors,
-              trace_names, hooks):
+              trace_names, hooks, cuda_graph):
     B = len(prompts)
-    cache = model.new_cache(B)
-    live = list(range(B))  # the sequence held in each cache row
+    if _use_graph(model, cuda_graph, hooks, trace_names):
+        step = _GraphSteps(model, B, max(len(p) for p in prompts) + max_new_tokens, trace_names, True)
+    else:
+        step = _EagerSteps(model, batched, B, trace_names, hooks)
+    live = list(range(B))  # the sequence held in each row
     generated: list[list[int]] = [[] for _ in range(B)]
     inputs, mask = _left_pad(prompts, model.device)
     with torch.no_grad():
-        for step in range(max_new_tokens):
-            x = inputs if batched else inputs[0]
-            m = mask if batched or mask is None else mask[0]
-            trace = None
-            if trace_names is not None:
-                logits, trace = model.run_with_trace(x, trace_names, hooks=hooks, cache=cache, last_only=True,
-                                                     attention_mask=m)
-            elif hooks:
-                logits = model.run_with_hooks(x, hooks, cache=cache, last_only=True, attention_mask=m)
-            else:
-                logits = model(x, cache, last_only=True, attention_mask=m)
-            raw = (logits if batched else logits[None])[:, -1].float().cpu()  # [rows, V]
+        for n in range(max_new_tokens):
+            raw, trace = step(inputs, mask)
             logprobs = torch.log_softmax(raw, dim=-1)
             scores = raw
             if any(p is not None for p in processors):
@@ -199,15 +259,15 @@ def _generate(model, prompts, batched, max_new_tokens, temperature, top_p, gener
                                  generators=[generators[i] for i in live])
             keep = []
             for r, (i, token) in enumerate(zip(live, tokens)):
-                step_trace = _slice_last(trace, r if batched else None) if trace is not None else None
-                yield GeneratedToken(token, float(logprobs[r, token]), len(prompts[i]) + step, step_trace, i)
+                step_trace = _slice_last(trace, r) if trace is not None else None
+                yield GeneratedToken(token, float(logprobs[r, token]), len(prompts[i]) + n, step_trace, i)
                 if token not in stops[i]:
                     generated[i].append(token)
                     keep.append(r)
             if not keep:
                 return
             if len(keep) < len(live):  # finished sequences leave the batch
-                cache.select(torch.tensor(keep, device=model.device))
+                step.keep(keep)
                 live = [live[r] for r in keep]
             inputs = torch.tensor([[generated[i][-1]] for i in live], dtype=torch.long, device=model.device)
             mask = None

@@ -60,6 +60,7 @@ autograd is recording, the attention and expert pieces take out-of-place twins o
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -427,7 +428,9 @@ def moe_experts(x: Tensor, idx: Tensor, weights: Tensor, experts: Experts, limit
         shown[order] = rows.to(x.dtype)
         shown = shown.view(N, k, -1)
         new = hook(name, shown)
-        return rows if new is shown else new.reshape(N * k, -1)[order].to(rows.dtype)
+        if new is shown and not shown.requires_grad:  # (when autograd records, the path runs through
+            return rows                                # ``shown``, so its gradient exists)
+        return new.reshape(N * k, -1)[order].to(rows.dtype)
 
     h = matmuls("mlp1_weight", x.to(cdt)[token], experts.mlp1_bias.to(cdt), experts.mlp1_bias.shape[1])
     act = swiglu(h.float(), limit).to(x.dtype).to(cdt)  # rounded to the model dtype between layers, as the reference
@@ -501,47 +504,86 @@ class HookRun:
 
     ``point(name, x)`` is called at each hook point with the internal (batched) tensor. It returns ``x``
     itself when nothing replaced it, so callers can test ``new is x``.
+
+    ``grad=True`` (autograd recording): the first floating point reached (the embedding) becomes a leaf
+    that requires grad, and so does a constant a hook puts in, so every later activation is on the graph;
+    ``grad_inputs`` holds, for each kept point, the tensor that carries on forward (d metric / d it is
+    that point's gradient). ``backward_hooks`` ({name or glob: fn(grad, name) -> replacement or None})
+    are registered on those tensors and may rewrite the gradient flowing back through the point.
     """
 
     def __init__(self, valid: Sequence[str], *, hooks: Mapping[str, HookFn | Sequence[HookFn]] | None = None,
-                 keep: Names = (), batched: bool = True):
+                 keep: Names = (), batched: bool = True, grad: bool = False,
+                 backward_hooks: Mapping[str, HookFn | Sequence[HookFn]] | None = None):
         self.batched = batched
         self.keep = name_filter(keep, valid) if keep != () else (lambda name: False)
-        self.hooks: list[tuple[str, list[HookFn]]] = []
+        self.hooks = self._validate(hooks, valid)
+        self.backward_hooks = self._validate(backward_hooks, valid)
+        self.grad = grad or bool(self.backward_hooks)
+        self._resolved: dict[tuple[int, str], list[HookFn]] = {}
+        self.store: dict[str, Tensor] = {}
+        self.grad_inputs: dict[str, Tensor] = {}
+
+    @staticmethod
+    def _validate(hooks, valid) -> list[tuple[str, list[HookFn]]]:
+        out = []
         for key, fns in (hooks or {}).items():
             name_filter([key], valid)  # validates the name or pattern
             fns = [fns] if callable(fns) else list(fns) if isinstance(fns, (list, tuple)) else [fns]
             if not all(callable(f) for f in fns):
                 raise TypeError(f"hook for {key!r} must be a callable fn(tensor, name) or a list of them")
-            self.hooks.append((key, fns))
-        self._resolved: dict[str, list[HookFn]] = {}
-        self.store: dict[str, Tensor] = {}
+            out.append((key, fns))
+        return out
 
-    def fns(self, name: str) -> list[HookFn]:
-        if name not in self._resolved:
-            self._resolved[name] = [f for key, fns in self.hooks
-                                    if key == name or (is_pattern(key) and fnmatch.fnmatchcase(name, key))
-                                    for f in fns]
-        return self._resolved[name]
+    def fns(self, name: str, backward: bool = False) -> list[HookFn]:
+        if (backward, name) not in self._resolved:
+            hooks = self.backward_hooks if backward else self.hooks
+            self._resolved[backward, name] = [f for key, fns in hooks
+                                              if key == name or (is_pattern(key) and fnmatch.fnmatchcase(name, key))
+                                              for f in fns]
+        return self._resolved[backward, name]
 
     def wants(self, name: str) -> bool:
-        return bool(self.fns(name)) or self.keep(name)
+        return bool(self.fns(name)) or self.keep(name) or bool(self.backward_hooks and self.fns(name, True))
 
     def point(self, name: str, x: Tensor) -> Tensor:
         fns, keep = self.fns(name), self.keep(name)
-        if not fns and not keep:
+        backward = self.fns(name, True) if self.backward_hooks else ()
+        leaf = self.grad and x.is_floating_point() and not x.requires_grad and torch.is_grad_enabled()
+        if not (fns or keep or backward or leaf):
             return x
-        v = x if self.batched else x[0]
+        out = x.detach().requires_grad_() if leaf else x  # the graph starts here
+        v = out if self.batched else out[0]
         replaced = False
         for fn in fns:
             r = fn(v, name)
             if r is not None:
                 v = self._check(name, r, v)
                 replaced = True
+        if replaced:
+            out = v if self.batched else v.unsqueeze(0)
+            if self.grad and out.is_floating_point() and not out.requires_grad and torch.is_grad_enabled():
+                out = out.detach().requires_grad_()  # a constant put in: gradients start again below it
+                v = out if self.batched else out[0]
         if keep:
             self.store[name] = v.detach()
+        if out.requires_grad:
+            if keep:
+                self.grad_inputs[name] = out
+            if backward:
+                out.register_hook(lambda g, name=name, fns=backward: self._backward(name, fns, g))
+        return out
+
+    def _backward(self, name: str, fns: list[HookFn], g: Tensor) -> Tensor | None:
+        v = g if self.batched else g[0]
+        replaced = False
+        for fn in fns:
+            r = fn(v, name)
+            if r is not None:
+                v = self._check(name, r, v)
+                replaced = True
         if not replaced:
-            return x
+            return None
         return v if self.batched else v.unsqueeze(0)
 
     @staticmethod
@@ -657,7 +699,7 @@ class MLPBlock(nn.Module):
             def per_pick(name: str, rows: Tensor) -> Tensor:  # rows [B*T, k, X] <-> the hook point's [B, T, k, X]
                 shown = rows.view(B, T, *rows.shape[1:])
                 new = hp(f"moe.{name}", shown)
-                return rows if new is shown else new.flatten(0, 1)
+                return rows if new is shown and not shown.requires_grad else new.flatten(0, 1)
 
             y = moe_experts(*args, hook=per_pick)
         else:
@@ -783,29 +825,53 @@ class Model(nn.Module):
         return self._forward(tokens, cache=cache, run=None, last_only=last_only, attention_mask=attention_mask)
 
     def run_with_trace(self, tokens, names: Names = None, *, hooks=None, cache: KVCache | None = None,
-                       last_only: bool = False, attention_mask=None) -> tuple[Tensor, "Trace"]:
+                       last_only: bool = False, attention_mask=None, grad_of: Callable[[Tensor], Tensor] | None = None,
+                       backward_hooks=None) -> tuple[Tensor, "Trace"]:
         """(logits, trace): ``trace[name]`` holds the activation at each hook point ``names`` selects
         (None = all; names, globs, or a predicate). Only those are kept. ``hooks`` may be given too.
-        ``attention_mask`` as in ``forward`` (traced rows at padding hold meaningless values)."""
+        ``attention_mask`` as in ``forward`` (traced rows at padding hold meaningless values).
+
+        ``grad_of(logits) -> scalar`` (e.g. a logit difference or a loss) also computes, in one backward
+        pass, the gradient of that scalar with respect to every kept activation: ``trace.grads[name]``
+        (same shape as ``trace[name]``; ``trace.metric`` is the scalar). Points whose value does not feed
+        forward (``attn.sink_prob``; integer points) get none. ``backward_hooks`` ({name: fn(grad, name) ->
+        replacement or None}) rewrite the gradient flowing back through a point. Logits come back detached.
+        """
         from .trace import Trace
 
         tokens_t, batched = self._as_batch(tokens)
-        run = HookRun(self._hook_names, hooks=hooks, keep=names, batched=batched)
-        logits = self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched,
-                               attention_mask=attention_mask)
-        return logits, Trace(run.store, config=self.config, tokens=tokens_t if batched else tokens_t[0])
+        grad = grad_of is not None
+        run = HookRun(self._hook_names, hooks=hooks, keep=names, batched=batched, grad=grad,
+                      backward_hooks=backward_hooks)
+        with torch.enable_grad() if grad else contextlib.nullcontext():
+            logits = self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched,
+                                   attention_mask=attention_mask)
+            trace = Trace(run.store, config=self.config, tokens=tokens_t if batched else tokens_t[0])
+            if not grad:
+                return logits, trace
+            metric = grad_of(logits)
+            if not isinstance(metric, Tensor) or metric.numel() != 1:
+                raise ValueError(f"grad_of must return a scalar tensor, got {type(metric).__name__} "
+                                 f"{list(getattr(metric, 'shape', []))}")
+            inputs = {n: t for n, t in run.grad_inputs.items() if n in run.store}
+            grads = torch.autograd.grad(metric, list(inputs.values()), allow_unused=True) if inputs else ()
+        trace.metric = float(metric.detach())
+        trace.grads = {n: (g if batched else g[0]).detach() for n, g in zip(inputs, grads) if g is not None}
+        return logits.detach(), trace
 
     def run_with_hooks(self, tokens, hooks: Mapping[str, HookFn | Sequence[HookFn]], *,
-                       cache: KVCache | None = None, last_only: bool = False, attention_mask=None) -> Tensor:
+                       cache: KVCache | None = None, last_only: bool = False, attention_mask=None,
+                       backward_hooks=None) -> Tensor:
         """Logits with ``hooks = {name or glob: fn(tensor, name) -> replacement or None}`` applied.
 
         Replacing ``blocks.i.moe.expert_idx`` re-derives the weights as the softmax of the router logits
         at the new picks; replacing ``expert_weights`` uses them as given; replacing ``attn.probs`` changes
         what multiplies V. Replacements must keep the shape (expert_idx may change the number of picks).
-        ``attention_mask`` as in ``forward``.
+        ``attention_mask`` as in ``forward``. ``backward_hooks`` ({name: fn(grad, name) -> replacement or
+        None}) act when a backward pass runs through the returned logits (the graph is recorded for them).
         """
         tokens_t, batched = self._as_batch(tokens)
-        run = HookRun(self._hook_names, hooks=hooks, batched=batched)
+        run = HookRun(self._hook_names, hooks=hooks, batched=batched, backward_hooks=backward_hooks)
         return self._forward(tokens_t, cache=cache, run=run, last_only=last_only, batched=batched,
                              attention_mask=attention_mask)
 
@@ -863,7 +929,8 @@ class Model(nn.Module):
         if cache is not None and run is None and T > _PREFILL_CHUNK:  # bounded memory: chunks through the cache
             parts = [self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
                                    last_only=last_only and a + _PREFILL_CHUNK >= T,
-                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK])
+                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK],
+                                   unembed=unembed)
                      for a in range(0, T, _PREFILL_CHUNK)]
             logits = parts[-1] if last_only else torch.cat(parts, 1)
             return logits if batched else logits[0]
@@ -875,6 +942,18 @@ class Model(nn.Module):
         if cache is not None:
             cache.advance(T)
         return logits if batched else logits[0]
+
+    def decode_step(self, tokens: Tensor, cache: KVCache, run: HookRun | None = None) -> Tensor:
+        """One token per sequence through a preallocated cache, reading no host-side number: tokens [B, 1]
+        (on the model's device, not validated) -> logits [B, 1, V]. Positions come from ``cache.next_pos``
+        and the slot from ``cache.col``, both advanced on the device, so a CUDA graph can capture this call
+        and replay it per token (``workbench.decode``). The caller keeps ``cache.length`` in step and makes
+        sure a full layer has room (``cache.length < cache.max_len``)."""
+        pos = cache.next_pos[:, None]
+        logits = self._run(tokens, _Step(self, pos, pos, False, cache, run, col=cache.col), last_only=True)
+        cache.next_pos += 1
+        cache.col += 1
+        return logits
 
     def _run(self, tokens: Tensor, ctx: _Step, last_only: bool, unembed: bool = True) -> Tensor:
         """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""

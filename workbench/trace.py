@@ -24,16 +24,20 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 class Trace(Mapping[str, Tensor]):
-    """Activations by hook name (``trace[name]`` is a tensor), plus ``tokens`` and ``config``.
+    """Activations by hook name (``trace[name]`` is a tensor), plus ``tokens`` and ``config``; after
+    ``run_with_trace(..., grad_of=)`` also ``grads[name]`` (d metric / d activation) and ``metric``.
 
     Tensors have the hook point's shape, with a leading batch dim when the input was [B, T].
     """
 
     def __init__(self, activations: Mapping[str, Tensor], *, config: ModelConfig | None = None,
-                 tokens: Tensor | None = None):
+                 tokens: Tensor | None = None, grads: Mapping[str, Tensor] | None = None,
+                 metric: float | None = None):
         self._acts = dict(activations)
         self.config = config
         self.tokens = tokens
+        self.grads: dict[str, Tensor] = dict(grads or {})  # run_with_trace(..., grad_of=): d metric / d activation
+        self.metric = metric
 
     # ---- Mapping -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -195,7 +199,8 @@ class Trace(Mapping[str, Tensor]):
         if self.tokens is not None:
             shape = list(self.tokens.shape)
             head += f"{shape[-1]} tokens{f' x batch {shape[0]}' if len(shape) == 2 else ''}, "
-        head += f"{len(self._acts)} activations, {self.nbytes / 2**20:.2f} MiB)"
+        head += f"{len(self._acts)} activations, {self.nbytes / 2**20:.2f} MiB"
+        head += f", gradients of {self.metric:.6g} for {len(self.grads)})" if self.grads else ")"
         lines = [head]
         names = list(self._acts)
         show = names if len(names) <= 24 else names[:16] + ["..."] + names[-6:]
