@@ -74,8 +74,9 @@ from torch import nn
 from . import cpu_kernels, mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
-from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
 from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
+from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
+from .progress import progress
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -358,6 +359,7 @@ class Experts(nn.Module):
         return self.weights(name, [e], dtype)[0]
 
 
+_PROGRESS_MIN_TOKENS = 64  # forwards of this many tokens show a progress bar (on a terminal, after 1 s)
 _EXPERT_CHUNK_BYTES = 1 << 28  # dequantized expert matrices held at once (bounded: 20b runs in < 16 GB)
 
 
@@ -781,7 +783,7 @@ class Model(nn.Module):
 
         self.embedding = _param(get("embedding.weight"))
         self.block = nn.ModuleList()
-        for i in range(config.num_hidden_layers):
+        for i in progress(range(config.num_hidden_layers), desc="loading", unit="block"):
             prefix = f"block.{i}."
             names = [n for n in weights if n.startswith(prefix)]
             self.block.append(Block(config, i, {n[len(prefix):]: get(n) for n in names}))
@@ -957,7 +959,9 @@ class Model(nn.Module):
         """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
-        for block in self.block:
+        T = tokens.shape[1]
+        blocks = self.block if T < _PROGRESS_MIN_TOKENS else progress(self.block, desc=f"{T} tokens", unit="block")
+        for block in blocks:
             x = block(x, ctx)
         x = hp("final_norm", self.norm(x))
         if not unembed:

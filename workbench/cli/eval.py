@@ -47,6 +47,9 @@ def register(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="samples per task (default: all; built-in tasks have 100)")
     p.add_argument("--repeats", type=int, default=1, help="times each sample is asked (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=1, help="samples in flight at once (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="samples of one model generated as one batch (the local model decodes them together; "
+                        "default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per sample (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -112,7 +115,8 @@ def run(args) -> int:
         models = [evals.local(path, constrained=args.constrained) for path in args.model]
     result = evals.run_sweep(
         tasks, models, out=args.out, efforts=args.efforts, repeats=args.repeats, limit=args.limit,
-        concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+        concurrency=args.concurrency, batch_size=args.batch_size, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, timeout=args.timeout, retries=args.retries, backoff=args.backoff,
         retry_errors=args.retry_errors, progress=args.progress)
     print(result)
