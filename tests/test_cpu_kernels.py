@@ -60,6 +60,7 @@ def random_groups(gen: torch.Generator, E: int, R: int) -> tuple[list[int], list
 
 CASES = [  # E, O, K, R
     (3, 7, 32, 1), (4, 33, 96, 5), (2, 64, 64, 9), (5, 19, 320, 3), (3, 12, 2880, 2), (6, 41, 160, 13),
+    (2, 50, 128, 24), (3, 35, 256, 40),  # groups of 8+ rows: the decoded-tile path
 ]
 
 
