@@ -19,22 +19,13 @@ read per second (packed bytes, 4 experts x (W1 + W2)).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from forward_cpu import best  # (run from the repository root: python benchmarks/cpu_experts.py)
 
 from workbench import cpu_kernels, mxfp4
 
 E, I, H = 32, 2880, 2880
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def numba_linear():
