@@ -927,11 +927,12 @@ class Model(nn.Module):
         if cache is not None and cache.batch != B:
             raise ValueError(f"cache was made for batch {cache.batch}, tokens have batch {B}")
         if cache is not None and run is None and T > _PREFILL_CHUNK:  # bounded memory: chunks through the cache
-            parts = [self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
-                                   last_only=last_only and a + _PREFILL_CHUNK >= T,
-                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK],
-                                   unembed=unembed)
-                     for a in range(0, T, _PREFILL_CHUNK)]
+            parts = []
+            for a in range(0, T, _PREFILL_CHUNK):
+                last = a + _PREFILL_CHUNK >= T  # with last_only, earlier chunks only fill the cache (no logits)
+                parts.append(self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
+                                           last_only=last_only, unembed=unembed and (last or not last_only),
+                                           attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK]))
             logits = parts[-1] if last_only else torch.cat(parts, 1)
             return logits if batched else logits[0]
         if cache is not None:
