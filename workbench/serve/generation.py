@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..harmony import Conversation, HarmonyConstraint, encoding
 from ..harmony import tokens as T

@@ -39,8 +39,8 @@ from openai_harmony import Role
 
 from ..harmony import Conversation, text_of
 from .chat import HarmonyWriter, call_arguments, tool_functions, wire_name
-from .common import (APIError, History, Segmenter, check_model, effort, flag, function_tool, logprob_entry, new_id,
-                     number, reasoning_tokens, string, text_content)
+from .common import (APIError, History, Segmenter, allowed_recipients, check_model, effort, flag, function_tool,
+                     logprob_entry, new_id, number, reasoning_tokens, sampling, string, text_content)
 
 BROWSER_TYPES = ("web_search", "web_search_preview", "browser_search")
 MAX_ITEMS = 10_000
@@ -72,16 +72,7 @@ class ResponsesRequest:
 
     @property
     def allowed_recipients(self) -> tuple[str, ...] | None:
-        """Recipients decoding may address (None: any declared)."""
-        if self.tool_choice == "auto":
-            return None
-        if self.tool_choice == "none":
-            return ()
-        if isinstance(self.tool_choice, dict):
-            return (f"functions.{self.tool_choice['name']}",)
-        builtin = [r for b in self.builtins for r in (("python",) if b == "python"
-                                                       else ("browser.search", "browser.open", "browser.find"))]
-        return tuple(f"functions.{f}" for f in self.functions) + tuple(builtin)
+        return allowed_recipients(self.tool_choice, self.functions, getattr(self, "builtins", ()))
 
 
 def parse_responses_request(body: dict, model_name: str, *,
@@ -144,9 +135,7 @@ def parse_responses_request(body: dict, model_name: str, *,
     return ResponsesRequest(
         conversation=history.conversation(base), model=model, stream=flag(body, "stream", False),
         max_output_tokens=number(body, "max_output_tokens", None, 1, 2 ** 31, integer=True),
-        temperature=float(number(body, "temperature", 1.0, 0.0, 2.0)),
-        top_p=float(number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)),
-        seed=number(body, "seed", None, -(2 ** 63), 2 ** 64 - 1, integer=True), effort=req_effort,
+        **sampling(body), effort=req_effort,
         instructions=instructions, tools=echo, builtins=tuple(wanted), functions=names, tool_choice=choice,
         parallel_tool_calls=flag(body, "parallel_tool_calls", True), previous_response_id=prev_id,
         store=flag(body, "store", True), metadata=metadata,
