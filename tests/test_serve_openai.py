@@ -297,3 +297,21 @@ def test_response_format_json_schema_is_enforced(client):
         client.chat.completions.create(model="builtin", messages=USER, response_format={
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
                 "inner": {"type": "object"}}}}})
+
+
+def test_responses_text_format_json_schema(client):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+              "required": ["n", "ok"]}
+    for seed in range(10):
+        r = client.responses.create(model="builtin", input="Answer in JSON.", max_output_tokens=160,
+                                    text={"format": {"type": "json_schema", "name": "answer", "schema": schema}},
+                                    extra_body={"seed": seed})
+        if r.status == "completed" and r.output_text:
+            break
+    else:
+        pytest.fail("no seed in 0..9 finished a final answer")
+    Response.model_validate(r.model_dump(by_alias=True))
+    jsonschema.validate(json.loads(r.output_text), schema)
+    assert r.text.format.type == "json_schema"

@@ -197,6 +197,8 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
                    store: ResponseStore) -> Callable:
     from ..toolloop import run_tool, tool_message
 
+    final_format = response_format(backend, req.text_format, "text.format")
+
     def work(job: Job) -> Iterator[dict]:
         try:
             yield from run(job)
@@ -220,7 +222,8 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
             first = round_ == 0  # tool_choice binds the first generation; after tool results the model is free
             processor = constraint(backend, conv, server_constrained=constrained,
                                    allowed=req.allowed_recipients if first else None,
-                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)))
+                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)),
+                                   final_format=final_format)
             turn = backend.stream(conv, **_options(backend, max_tokens=left, temperature=req.temperature,
                                                    top_p=req.top_p, seed=req.seed, effort=conv.reasoning_effort,
                                                    top_logprobs=req.top_logprobs, processor=processor))

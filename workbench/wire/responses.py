@@ -69,6 +69,7 @@ class ResponsesRequest:
     max_tool_calls: int | None = None
 
     calls: dict = field(default_factory=dict)  # call id -> (recipient, channel) of every call so far
+    text_format: dict | None = None  # json_object / json_schema (None: text)
 
     @property
     def allowed_recipients(self) -> tuple[str, ...] | None:
@@ -126,9 +127,12 @@ def parse_responses_request(body: dict, model_name: str, *,
     _add_input(history, body.get("input"))
     text = body.get("text") or {}
     fmt = (text.get("format") or {}) if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type", "text") != "text":
-        raise APIError(400, "'text.format' other than {'type': 'text'} is not supported on /v1/responses",
+    if not isinstance(fmt, dict) or fmt.get("type", "text") not in ("text", "json_object", "json_schema"):
+        raise APIError(400, "'text.format' must be {'type': 'text' | 'json_object' | 'json_schema', ...}",
                        "text.format")
+    if fmt.get("type") == "json_schema" and (not isinstance(fmt.get("schema"), dict)
+                                             or not isinstance(fmt.get("name"), str)):
+        raise APIError(400, "'text.format' json_schema needs a 'name' and a 'schema' object", "text.format")
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise APIError(400, "'metadata' must be an object", "metadata")
@@ -140,7 +144,8 @@ def parse_responses_request(body: dict, model_name: str, *,
         parallel_tool_calls=flag(body, "parallel_tool_calls", True), previous_response_id=prev_id,
         store=flag(body, "store", True), metadata=metadata,
         top_logprobs=number(body, "top_logprobs", 0, 0, 20, integer=True),
-        max_tool_calls=number(body, "max_tool_calls", None, 0, 1000, integer=True), calls=dict(history.calls))
+        max_tool_calls=number(body, "max_tool_calls", None, 0, 1000, integer=True), calls=dict(history.calls),
+        text_format=None if fmt.get("type", "text") == "text" else fmt)
 
 
 def _tool_choice(value: Any, names: tuple[str, ...], any_tools: bool):
@@ -260,7 +265,7 @@ class ResponseBuilder:
                "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
                "max_tool_calls": r.max_tool_calls, "metadata": r.metadata, "parallel_tool_calls": r.parallel_tool_calls,
                "previous_response_id": r.previous_response_id, "reasoning": {"effort": r.effort, "summary": None},
-               "store": r.store, "temperature": r.temperature, "text": {"format": {"type": "text"}},
+               "store": r.store, "temperature": r.temperature, "text": {"format": r.text_format or {"type": "text"}},
                "tool_choice": r.tool_choice if isinstance(r.tool_choice, str)
                else {"type": "function", "name": r.tool_choice["name"]},
                "tools": r.tools, "top_p": r.top_p, "truncation": "disabled", "user": None, "usage": None}
