@@ -12,7 +12,8 @@ Steps (each reuses what an earlier run left in ``--cache``):
 3. GGUF: the vendored ``convert_hf_to_gguf.py`` (MXFP4 experts kept as MXFP4, the rest bf16).
 4. ``--rounds`` times, one after the other: ``llama-bench -p PREFILL -n DECODE -t THREADS`` (pp and tg), then
    the workbench in a fresh process: prefill PREFILL tokens into a KV cache (last-position logits), then
-   DECODE greedy single-token steps; each side's peak RSS from the OS (ru_maxrss of its process).
+   DECODE greedy single-token steps, and the same decode with ``run_with_trace`` keeping the router logits,
+   picks, routing weights and sink mass of every layer; each side's peak RSS from the OS (ru_maxrss).
 
 Prints each round, the best of each side, the ratios workbench / llama.cpp (tokens per second), the
 machine's load average before and after, and writes ``--json`` if given.
@@ -203,7 +204,7 @@ def worker(args) -> None:
     """In a fresh process: load the checkpoint, warm up, then time prefill and decode (best of ``reps``)."""
     import torch
 
-    from workbench import load_model
+    from workbench import cpu_kernels, load_model
 
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
@@ -215,22 +216,29 @@ def worker(args) -> None:
         logits = model(tokens, cache, last_only=True)
         return time.perf_counter() - t, cache, logits
 
-    def decode(cache, logits):
+    traced = ["blocks.*.moe.router_logits", "blocks.*.moe.expert_idx", "blocks.*.moe.expert_weights",
+              "blocks.*.attn.sink_prob"]
+
+    def decode(cache, logits, trace=False):
         nxt = logits[-1:].argmax(-1)
         t = time.perf_counter()
         for _ in range(args.decode):
-            nxt = model(nxt, cache)[-1:].argmax(-1)
+            out = model.run_with_trace(nxt, traced, cache=cache)[0] if trace else model(nxt, cache)
+            nxt = out[-1:].argmax(-1)
         return time.perf_counter() - t
 
     with torch.no_grad():
         _, cache, logits = prefill()  # warm-up: pages the weights in, builds the kernels
         decode(cache, logits)
-        tp = td = float("inf")
-        for _ in range(args.reps):
+        tp = td = tt = float("inf")
+        for _ in range(args.reps):  # plain and traced decode interleaved: the machine's noise hits both
             t, cache, logits = prefill()
             tp = min(tp, t)
             td = min(td, decode(cache, logits))
-    print(json.dumps({"prefill_tok_s": args.prefill / tp, "decode_tok_s": args.decode / td}))
+            t, cache, logits = prefill()
+            tt = min(tt, decode(cache, logits, trace=True))
+    print(json.dumps({"prefill_tok_s": args.prefill / tp, "decode_tok_s": args.decode / td,
+                      "traced_decode_tok_s": args.decode / tt, "kernels": cpu_kernels.status()}))
 
 
 def main() -> None:
@@ -277,7 +285,8 @@ def main() -> None:
         print(f"round {r + 1}: pp{args.prefill} llama.cpp {lc['prefill_tok_s']:.2f} tok/s, workbench "
               f"{wb['prefill_tok_s']:.2f} tok/s ({wb['prefill_tok_s'] / lc['prefill_tok_s']:.0%}); tg{args.decode} "
               f"llama.cpp {lc['decode_tok_s']:.2f} tok/s, workbench {wb['decode_tok_s']:.2f} tok/s "
-              f"({wb['decode_tok_s'] / lc['decode_tok_s']:.0%}); peak RSS llama.cpp {lc['peak_rss_gb']:.1f} GiB, "
+              f"({wb['decode_tok_s'] / lc['decode_tok_s']:.0%}), traced (router logits, picks, weights, sink mass) "
+              f"{wb['traced_decode_tok_s']:.2f} tok/s ({wb['decode_tok_s'] / wb['traced_decode_tok_s'] - 1:+.0%} time); peak RSS llama.cpp {lc['peak_rss_gb']:.1f} GiB, "
               f"workbench {wb['peak_rss_gb']:.1f} GiB", flush=True)
     load_after = os.getloadavg()
     best = {side: {k: max(rd[side][k] for rd in rounds) for k in ("prefill_tok_s", "decode_tok_s")}

@@ -33,7 +33,6 @@ from typing import Any, Iterable, Iterator, Sequence
 from workbench.backends import Backend
 from workbench.backends.openai_compat import redact_url
 from workbench.harmony import Conversation, parse_tokens
-from workbench.harmony import tokens as T
 
 from .logs import LogWriter, latest_records
 from .tasks import Sample, Task, get_task
@@ -72,8 +71,9 @@ class Target:
 
 
 def server(model: str, base_urls: str | Sequence[str], *, api_key: str | None = None, timeout: float = 600.0,
-           name: str | None = None) -> Target:
-    """A model behind one or more OpenAI-compatible servers (vLLM, Ollama, ``workbench serve``)."""
+           name: str | None = None, api: str = "chat") -> Target:
+    """A model behind one or more OpenAI-compatible servers (vLLM, Ollama, ``workbench serve``), spoken to
+    through chat completions (``api="chat"``) or the Responses API (``api="responses"``)."""
     import openai
 
     from workbench.backends.openai_compat import OpenAIBackend
@@ -84,7 +84,7 @@ def server(model: str, base_urls: str | Sequence[str], *, api_key: str | None = 
         # Retries are the runner's (counted and logged), not the client's own.
         client = openai.OpenAI(base_url=url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
                                timeout=timeout, max_retries=0)
-        backends.append(OpenAIBackend(model, client=client))
+        backends.append(OpenAIBackend(model, client=client, api=api))
     return Target(name or model, backends)
 
 
@@ -172,19 +172,15 @@ def run_job(job: Job, s: Settings) -> dict:
     seed = sample_seed(s.seed, *job.key[:2], job.effort, job.repeat)
     start = time.monotonic()
     tokens: list[int] = []
+    transcript, trace = None, None
     error, attempts, replica = None, 0, None
     while True:
         attempts += 1
         replica = job.target.acquire(avoid=replica if attempts > 1 else None)
         backend = job.target.backends[replica]
-        tokens = []
+        tokens, transcript, trace = [], None, None
         try:
-            deadline = time.monotonic() + s.timeout
-            for token in backend.generate(conv, max_new_tokens=s.max_tokens, temperature=s.temperature,
-                                          top_p=s.top_p, seed=seed, reasoning_effort=job.effort):
-                tokens.append(int(token))
-                if time.monotonic() > deadline:
-                    raise SampleTimeout(f"sample ran past the timeout of {s.timeout:g} s")
+            tokens, transcript, trace = generate_sample(backend, conv, job.task.tools, s, seed, job.effort)
             error = None
             break
         except Exception as e:  # noqa: BLE001 - a sample's failure is data, not a crash
@@ -196,20 +192,72 @@ def run_job(job: Job, s: Settings) -> dict:
         finally:
             job.target.release(replica)
     latency = time.monotonic() - start
-    return record_for(job, conv, tokens, error, latency, attempts, backend)
+    return record_for(job, conv, tokens, error, latency, attempts, backend, transcript, trace)
+
+
+def generate_sample(backend: Backend, conv: Conversation, tools: Sequence[str], s: Settings, seed: int,
+                    effort: str):
+    """One sample's completion: ``(tokens, transcript, tool trace or None)``.
+
+    Without tools, one generation (``backend.stream``, the one decoder). With tools, the tool loop
+    (``workbench.chat``) with the named tools; the tokens are then everything after the prompt as the
+    model saw it: each generation, the tool's answer, ``<|start|>assistant``, the next generation.
+    """
+    deadline = time.monotonic() + s.timeout
+    options = dict(max_new_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed)
+
+    def check(_event=None) -> None:
+        if time.monotonic() > deadline:
+            raise SampleTimeout(f"sample ran past the timeout of {s.timeout:g} s")
+
+    if not tools:
+        turn = backend.stream(conv, reasoning_effort=effort, **options)
+        for _ in turn:
+            check()
+        return turn.tokens, turn.transcript, None
+    from workbench.harmony import encoding
+    from workbench.toolloop import chat, tool_message
+
+    made = make_tools(tools)
+    try:
+        result = chat(backend, conv, made, reasoning_effort=effort, on_event=check, **options)
+    finally:
+        for tool in made:
+            getattr(tool, "close", lambda: None)()
+    enc, tokens = encoding(), []
+    for g, t in enumerate(result.transcripts):
+        tokens += t.tokens
+        for step in (x for x in result.trace if x.generation == g):
+            tokens += enc.render(tool_message(step.recipient, step.result, step.channel))
+        if g < len(result.transcripts) - 1:
+            tokens += enc.encode("<|start|>assistant", allowed_special="all")
+    return tokens, parse_tokens(tokens, channels=conv.channels), result.trace
+
+
+def make_tools(names: Sequence[str]) -> list:
+    """Fresh tool objects for one sample (the python tool's session is per conversation)."""
+    from workbench.tools import PythonTool
+
+    known = {"python": PythonTool}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown tool {unknown[0]!r} for a task; known: {', '.join(known)}")
+    return [known[n]() for n in names]
 
 
 def record_for(job: Job, conv: Conversation, tokens: list[int], error: str | None, latency: float, attempts: int,
-               backend: Backend) -> dict:
-    transcript = parse_tokens(tokens, channels=conv.channels)
+               backend: Backend, transcript=None, trace=None) -> dict:
+    """The log record of one sample. ``transcript`` is the decoded completion (parsed from ``tokens`` when
+    not given); ``trace`` the tool trace of a tool-using task."""
+    if transcript is None or error:
+        transcript = parse_tokens(tokens, channels=conv.channels)
     final = transcript.final if not error else None
     score = job.task.scorer(final, job.sample)
     channel_counts: dict[str | None, int] = {}
     for e in transcript.events:
         channel_counts[e.channel] = channel_counts.get(e.channel, 0) + 1
-    last = tokens[-1] if tokens else None
     # return / call: the model finished its turn; end: a stream that stopped after <|end|>; length: cut off
-    stop = "error" if error else {T.RETURN: "return", T.CALL: "call", T.END: "end"}.get(last, "length")
+    stop = "error" if error else {"empty": "length"}.get(transcript.stop_reason, transcript.stop_reason)
     task, sample, model, effort, repeat = job.key
     return {
         "task": task, "sample": sample, "model": model, "effort": effort, "repeat": repeat,
@@ -220,6 +268,7 @@ def record_for(job: Job, conv: Conversation, tokens: list[int], error: str | Non
         "scorer": repr(job.task.scorer),
         "reasoning_tokens": channel_counts.get("analysis", 0), "answer_tokens": channel_counts.get("final", 0),
         "completion_tokens": len(tokens), "stop_reason": stop, "parse_errors": [e.code for e in transcript.errors],
+        "tool_trace": trace.to_dicts() if trace is not None else None,
         "latency": round(latency, 6), "attempts": attempts, "backend": redact_url(repr(backend)),
         "error": redact_url(error) if error else error,
         "time": time.time(),

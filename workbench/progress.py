@@ -13,6 +13,8 @@ from typing import Iterable, TypeVar
 
 from tqdm.auto import tqdm
 
+__all__ = ["progress", "enabled"]
+
 T = TypeVar("T")
 
 

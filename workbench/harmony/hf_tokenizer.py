@@ -24,6 +24,8 @@ from pathlib import Path
 
 from ..cache import atomic_path
 
+__all__ = ["write_hf_tokenizer", "tokenizer_json", "byte_to_unicode", "O200K_PATTERN"]
+
 # o200k_base's pre-tokenizer pattern (tiktoken's o200k_base; the same string real gpt-oss tokenizer.json has)
 O200K_PATTERN = "|".join([
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
