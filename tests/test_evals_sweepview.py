@@ -28,9 +28,9 @@ def folder(tmp_path_factory):
 
 
 def test_view_holds_the_summary_and_opens_streams(folder):
-    view = SweepView(str(folder))
     df = load(folder)
     table = summary(df)
+    view = SweepView(df, table, title=str(folder))
     assert len(view.summary) == len(table) == 4
     assert [r["accuracy"] for r in view.summary] == pytest.approx(table["accuracy"].tolist())
     assert len(view.samples) == 20 and view.streams == {}
@@ -47,7 +47,8 @@ def test_view_holds_the_summary_and_opens_streams(folder):
 
 
 def test_static_export_is_escaped(folder, tmp_path):
-    view = SweepView(load(folder), static_streams=20)
+    df = load(folder)
+    view = SweepView(df, summary(df), static_streams=20)
     page = view.export_html(tmp_path / "sweep.html").read_text()
     assert HOSTILE not in page and "<img" not in page and page.count("<script type=\"module\">") == 1
     assert "http://" not in page and "https://" not in page
@@ -60,7 +61,7 @@ def test_static_export_in_chromium(folder, tmp_path):
         pytest.fail("/usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
     from playwright.sync_api import sync_playwright
 
-    path = SweepView(load(folder)).export_html(tmp_path / "sweep.html")
+    path = SweepView(load(folder), summary(load(folder))).export_html(tmp_path / "sweep.html")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"], headless=True)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -82,3 +83,11 @@ def test_static_export_in_chromium(folder, tmp_path):
         page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)
         browser.close()
     assert not dialogs and not errors
+
+
+def test_view_takes_data_not_folders(folder):
+    with pytest.raises(TypeError, match="evals.load"):
+        SweepView(str(folder), [])
+    rows = load(folder).to_dict("records")  # plain records and rows work as well as DataFrames
+    view = SweepView(rows, summary(load(folder)).to_dict("records"))
+    assert len(view.samples) == len(rows) and len(view.summary) == 4

@@ -6,7 +6,9 @@
 - ``RouterView(trace, tokens=None)``: expert picks (tokens x layers), expert load, router logits.
 - ``SinkView(trace, tokens=None)``: attention-sink mass per layer/head/position, a head's pattern.
 - ``MXFP4View(checkpoint_or_model, layer, expert, weight=, reference=)``: scales, codes, error.
-- ``SweepView(sweep_folder_or_dataframe)``: an eval sweep's summary and samples (``sweep.py``).
+- ``SweepView(samples, summary)``: an eval sweep's summary and samples, as ``workbench.evals`` made them (``sweep.py``).
+- ``AttentionGridView(trace, layer)``: every head's attention pattern of one layer, sink column first.
+- ``LogitLensView(workbench.lens.logit_lens(...), tokens)``: stages x positions, top next token per cell.
 
 Every widget has ``export_html(path)`` and ``_repr_html_`` (self-contained HTML, JavaScript inlined,
 works from file:// without a kernel or network); ``export_html(path, widgets)`` puts several on one
@@ -20,6 +22,8 @@ Token colours (backgrounds): analysis #fef3c7, commentary #dbeafe, final #dcfce7
 """
 
 from ._base import WorkbenchWidget, export_html, without_widget_state
+from .attention_grid import AttentionGridView
+from .logit_lens import LogitLensView
 from .mxfp4_view import MXFP4View
 from .router import RouterView
 from .sinks import SinkView
@@ -28,4 +32,4 @@ from .token_stream import TokenStreamView
 from .tool_trace import ToolTraceView
 
 __all__ = ["WorkbenchWidget", "export_html", "without_widget_state", "TokenStreamView", "ToolTraceView", "RouterView", "SinkView",
-           "MXFP4View", "SweepView"]
+           "MXFP4View", "SweepView", "AttentionGridView", "LogitLensView"]

@@ -1,7 +1,11 @@
 """``SweepView``: an eval sweep's summary (model x effort x task) and any sample's token stream.
 
->>> view = SweepView("runs/demo")          # a sweep folder, or a DataFrame from workbench.evals.load  # doctest: +SKIP
->>> view                                   # click a summary row to list its samples, a sample to open it
+>>> df = workbench.evals.load("runs/demo")                            # doctest: +SKIP
+>>> SweepView(df, workbench.evals.summary(df), title="runs/demo")      # doctest: +SKIP
+
+The view draws what it is given: the sample records and the summary table that ``workbench.evals``
+made (DataFrames, or lists of dicts); it never loads a sweep itself. Click a summary row to list its
+samples, a sample to open it.
 
 The summary table shows accuracy with its 95% Wilson interval (as a bar), mean reasoning tokens and
 latency per model x effort x task. Clicking a sample shows its prompt, target, extracted answer and its
@@ -45,17 +49,19 @@ class SweepView(WorkbenchWidget):
     selected = traitlets.Int(-1).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, source, *, title: str = "", static_streams: int = 200, **kwargs):
-        from ..evals import load, summary
+    def __init__(self, samples, summary, *, title: str = "", static_streams: int = 200, **kwargs):
+        import pandas as pd
 
-        df = load(source) if not hasattr(source, "columns") else source
+        if isinstance(samples, (str, os.PathLike)):
+            raise TypeError("SweepView draws data it is given: pass workbench.evals.load(folder) and "
+                            "workbench.evals.summary(...) of it, not a folder")
+        df = samples if hasattr(samples, "columns") else pd.DataFrame(list(samples))
         self._df = df.reset_index(drop=True)
         self.static_streams = static_streams
-        table = summary(self._df)
-        rows = [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
-        samples = [{k: _plain(r.get(k)) for k in SAMPLE_FIELDS} for r in self._df.to_dict("records")]
-        super().__init__(summary=rows, samples=samples, title=title or (str(source) if isinstance(source, (str, os.PathLike)) else ""),
-                         **kwargs)
+        table = summary.to_dict("records") if hasattr(summary, "columns") else list(summary)
+        rows = [{k: _plain(v) for k, v in row.items()} for row in table]
+        records = [{k: _plain(r.get(k)) for k in SAMPLE_FIELDS} for r in self._df.to_dict("records")]
+        super().__init__(summary=rows, samples=records, title=title, **kwargs)
         self.observe(self._open, "selected")
 
     def _record(self, i: int) -> dict:
