@@ -9,9 +9,11 @@ answer ending in ``<|return|>``. The loss covers exactly the tokens the model ge
 
 Families (``FAMILIES``) and what the effort changes:
 
-- ``addition``: the ``addition`` eval task's question. high: the digits paired by place, then one line
-  per column from the ones up with its carry, the digits read back from the top; medium: three-digit
-  groups added with carries; low: no working.
+- ``addition``: the ``addition`` eval task's question. high: each three-digit group spelled out, the
+  digits paired by place, one line per column from the ones up with its carry, the digits read back from
+  the top; medium: three-digit groups added with carries; low: no working.
+- ``digits``: spell a number's digits, or write the number with given digits (string tasks on numbers).
+  high: each group and its digits; medium: the number of groups; low: none.
 - ``weekday``: "If today is Friday, what day of the week will it be in 45 days?". high: weeks and days,
   then the days counted out by name; medium: n = 7q + r in one line; low: none.
 - ``counting``: the ``counting`` eval task's question. high: the list walked with a running count;
@@ -54,7 +56,8 @@ from ..harmony import tokens as T
 from .functions import CITIES, NANO_FUNCTIONS, RATES
 
 EFFORTS = ("low", "medium", "high")
-FAMILIES = {"addition": 0.40, "weekday": 0.14, "counting": 0.12, "python": 0.15, "function": 0.15, "greeting": 0.04}
+FAMILIES = {"addition": 0.38, "digits": 0.12, "weekday": 0.12, "counting": 0.10, "python": 0.13, "function": 0.12,
+            "greeting": 0.03}
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions", "ten-millions",
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -114,8 +117,9 @@ def addition_analysis(a: int, b: int, effort: str) -> str:
         return "\n".join(lines + [f"So the sum is {a + b:,}."])
     width = max(len(str(a)), len(str(b)))
     da, db = _digits(a, width), _digits(b, width)
+    groups = "; ".join(", ".join(f"{g} is {' '.join(g)}" for g in f"{n:,}".split(",")) for n in (a, b))
     pairs = ", ".join(f"{PLACES[width - 1 - i]} {x} {y}" for i, (x, y) in enumerate(zip(da, db)))
-    lines = [f"Add {a:,} and {b:,} column by column, from the ones up.", f"By place: {pairs}."]
+    lines = [f"Add {a:,} and {b:,} column by column, from the ones up.", f"Groups: {groups}.", f"By place: {pairs}."]
     carry, written = 0, []
     for p in range(width):
         x, y = da[width - 1 - p], db[width - 1 - p]
@@ -251,6 +255,29 @@ def function_task(rng: random.Random) -> Task:
     return Task("function", question, "", steps, tools=("functions",), meta={"function": name, "args": args})
 
 
+def digits_task(rng: random.Random) -> Task:
+    """String tasks on numbers: spell a number's digits, or write the number that has given digits."""
+    n = _operand(rng) if rng.random() < 0.5 else rng.randint(1000, 10 ** 9 - 1)
+    spelled = " ".join(str(n))
+    groups = f"{n:,}".split(",")
+    if rng.random() < 0.5:
+        question, target = f"What are the digits of {n:,}, from the left?", spelled
+        work = "; ".join(f"{g} is {' '.join(g)}" for g in groups)
+    else:
+        question, target = f"Which number has the digits {spelled}, from the left?", f"{n:,}"
+        work = "; ".join(f"{' '.join(g)} is {g}" for g in groups)
+
+    def steps(effort: str) -> Plan:
+        if effort == "high":
+            yield Step("analysis", f"Group the digits in threes from the right: {work}.")
+        elif effort == "medium":
+            yield Step("analysis", f"{len(groups)} group{'s' if len(groups) > 1 else ''} of digits.")
+        else:
+            yield Step("analysis", "Read the digits.")
+        yield Step("final", target)
+    return Task("digits", question, target, steps, meta={"n": n})
+
+
 GREETINGS = {
     "Hi": "Hello! I am nano, a small gpt-oss model. Ask me to add numbers, count words, find a weekday, or "
           "use my tools.",
@@ -275,7 +302,7 @@ def greeting(rng: random.Random) -> Task:
 
 MAKERS: dict[str, Callable[[random.Random], Task]] = {
     "addition": addition, "weekday": weekday, "counting": counting, "python": python_task,
-    "function": function_task, "greeting": greeting,
+    "function": function_task, "greeting": greeting, "digits": digits_task,
 }
 
 
