@@ -58,3 +58,30 @@ def test_schedule_and_fake_quantization():
     assert torch.equal(q, mxfp4.dequantize(*mxfp4.quantize(w), dtype=torch.float32))
     assert torch.equal(tr.fake_quantize(q), q)  # MXFP4 values are fixed points
     assert (q - w).abs().max() < 0.5 * w.abs().max()
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_slice_of_the_command_reproduces_the_shipped_log(tmp_path):
+    """`workbench train-nano OUT --steps 2`, then the same command resumed for a third step, give the shipped
+    run's first three losses bit for bit (same seed and thread count as recorded with the weights)."""
+    from workbench.cli import main
+    from workbench.nano.ship import WEIGHTS, read_weights
+
+    shipped = _rows(WEIGHTS.parent / "train.csv")
+    meta = read_weights()[2]["train"]
+    threads = meta["threads"]
+    assert main(["train-nano", str(tmp_path), "--steps", "2", "--threads", str(threads), "--no-progress"]) == 0
+    first = _rows(tmp_path / "train.csv")
+    assert len(first) == 2
+    assert main(["train-nano", str(tmp_path), "--steps", "3", "--threads", str(threads), "--no-progress"]) == 0
+    resumed = _rows(tmp_path / "train.csv")
+    assert resumed[:2] == first and len(resumed) == 3
+    for ours, theirs in zip(resumed, shipped[:3]):
+        for key in ("step", "chunk", "batch", "lr", "loss", "aux", "untrained_mass", "scored", "tokens"):
+            assert ours[key] == theirs[key], (key, ours[key], theirs[key])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["config"] == meta["config"] and run["threads"] == threads
