@@ -104,6 +104,8 @@ def run_child(checkout: Path, ckpt: Path, threads: int, what: str, n: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", default="d11daf3", help="git revision to compare with")
+    ap.add_argument("--this", default=None, help="a git revision to measure instead of this checkout")
+    ap.add_argument("--only", default="decode,prefill,batch,profile", help="which measurements (comma list)")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -114,23 +116,33 @@ def main() -> None:
     from workbench import make_tiny_checkpoint
 
     rev = git("rev-parse", "--short", args.against)
-    print(f"this checkout ({git('rev-parse', '--short', 'HEAD')}, plus uncommitted changes) vs {rev}; preset "
-          f"{args.preset}, {args.threads} thread(s), {args.rounds} rounds, load {os.getloadavg()[0]:.1f}", flush=True)
+    this = git("rev-parse", "--short", args.this) if args.this else None
+    only = set(args.only.split(","))
+    print(f"{this or 'this checkout (' + git('rev-parse', '--short', 'HEAD') + ', plus uncommitted changes)'} vs {rev}; "
+          f"preset {args.preset}, {args.threads} thread(s), {args.rounds} rounds, load {os.getloadavg()[0]:.1f}",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
-        base = Path(tmp) / "base"
-        base.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        def export(r: str, name: str) -> Path:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", r], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+            return folder
+
+        base = export(rev, "base")
+        mine = export(this, "this") if this else ROOT
         ckpt = make_tiny_checkpoint(Path(tmp) / args.preset, preset=args.preset)
         times: dict[str, dict[str, list[float]]] = {"this": {}, "base": {}}
         for _ in range(args.rounds):
             for what, n in (("decode", args.context), ("prefill", args.long)):
-                for side, checkout in (("this", ROOT), ("base", base)):
-                    for k, v in run_child(checkout, ckpt, args.threads, what, n).items():
-                        times[side].setdefault(k, []).append(v)
+                for side, checkout in (("this", mine), ("base", base)):
+                    if what in only:
+                        for k, v in run_child(checkout, ckpt, args.threads, what, n).items():
+                            times[side].setdefault(k, []).append(v)
             for what, n in (("batch", args.batch), ("profile", args.context)):
-                for k, v in run_child(ROOT, ckpt, args.threads, what, n).items():
-                    times["this"].setdefault(k, []).append(v)
+                if what in only:
+                    for k, v in run_child(mine, ckpt, args.threads, what, n).items():
+                        times["this"].setdefault(k, []).append(v)
         print(f"\nmedian of {args.rounds} rounds")
         print(f"{'':44} {'this':>10} {rev:>10} {'ratio':>7}")
         for k, vals in times["this"].items():
@@ -141,8 +153,9 @@ def main() -> None:
                 print(f"{k:44} {a:9.3f}{unit} {b:9.3f}{unit} {a / b:6.3f}x")
             else:
                 print(f"{k:44} {a:9.3f}{unit}")
-        seq, bat = (statistics.median(times["this"][k]) for k in ("sequential generate", "batched generate"))
-        print(f"\nbatched / sequential generate ({args.batch} prompts): {bat / seq:.3f}x the time")
+        if "batch" in only:
+            seq, bat = (statistics.median(times["this"][k]) for k in ("sequential generate", "batched generate"))
+            print(f"\nbatched / sequential generate ({args.batch} prompts): {bat / seq:.3f}x the time")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GPU checks and benchmarks for the Triton kernels (issue 6). One run takes at most ~5 minutes on an H100/H200.
+"""GPU checks and benchmarks for the Triton kernels and GPU decode (issues 6, 15). ~5-7 minutes on an H100/H200.
 
     python benchmarks/gpu.py                                    # on a CUDA machine
     TRITON_INTERPRET=1 python benchmarks/gpu.py --interpret     # tiny shapes on the CPU: the script runs

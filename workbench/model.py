@@ -810,9 +810,11 @@ class Model(nn.Module):
 
     def new_cache(self, batch: int = 1, *, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch`` sequences, allocated now on the model's device. ``max_len``: room for
-        this many columns, fixed (needed for CUDA-graph decode); None: grows by doubling as needed."""
-        c = self.config
-        return KVCache(c, batch, max_len=max_len, dtype=self.dtype, device=self.device)
+        this many columns, fixed (needed for CUDA-graph decode); None: grows by doubling as needed. Keys and
+        values are held in the attention's compute dtype (fp32 on a CPU: the model's bf16 values exactly,
+        not converted again at every step)."""
+        return KVCache(self.config, batch, max_len=max_len, dtype=compute_dtype(self.dtype, self.device),
+                       device=self.device)
 
     def forward(self, tokens, cache: KVCache | None = None, *, last_only: bool = False,
                 attention_mask=None) -> Tensor:
