@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GPU checks and benchmarks for the Triton kernels (issue 6). One run takes at most ~5 minutes on an H100/H200.
+"""GPU checks and benchmarks for the Triton kernels and GPU decode (issues 6, 15). ~5-7 minutes on an H100/H200.
 
     python benchmarks/gpu.py                                    # on a CUDA machine
     TRITON_INTERPRET=1 python benchmarks/gpu.py --interpret     # tiny shapes on the CPU: the script runs
@@ -11,9 +11,12 @@ It builds 20b-shaped random weights directly on the GPU (nothing read from disk)
    weights read against HBM bandwidth, and a dense-bf16 torch peer doing the same expert math;
 4. times attention prefill at 4096 tokens (64 query heads, 8 KV heads, head_dim 64): TFLOP/s of the
    kernel with sinks against torch SDPA (flash) without sinks and against the torch reference with sinks;
-5. times batch-1 decode of a whole 20b-shaped stack: (a) a kernel-path proxy (norms, dense projections,
+5. times decode of a whole 20b-shaped stack: (a) a kernel-path proxy (norms, dense projections,
    attention, router and MoE kernels, unembedding) captured in a CUDA graph, against the bandwidth limit;
-   (b) workbench.model's Model on the Triton backend, if the model takes it (eager, with its KV cache).
+   (b) workbench.model itself at batch 1 and 8 (``bench_model_decode``): the Triton backend with the
+   whole step in one CUDA graph (workbench.decode) against the bandwidth roofline (3.7 GB per batch-1
+   token at the 20b shapes), the same graph recording router/picks/sink traces, the Triton backend
+   eager, and the torch backend eager as the in-run peer; first checking graph == eager == torch.
 Small tile sweeps pick the best configuration for each kernel; all are reported.
 Timings are medians of several timed batches; expert picks rotate so the weights are not served from L2.
 Results: $OUT/gpu.json and $OUT/gpu.txt (OUT defaults to ./gpu-results).
@@ -187,6 +190,28 @@ def checks(b: Bench, K, s, experts, gen) -> dict:
         got, sp = K.attention(q, k, v, sinks, None, window, offset, return_sink_prob=True, **s["tiles"])
         want, wsp = K.attention_torch(q, k, v, sinks, None, window, offset, return_sink_prob=True)
         e, es = rel_err(got, want), float((sp - wsp).abs().max())
+        out[name] = {"rel_err": e, "sink_prob_abs_err": es, "ok": e < 2e-2 and es < 1e-3}
+    # explicit positions: a left-padded batch (prefill), and ring-buffer slots in no order (decode)
+    S, B = s["check_T"], 3
+    q = torch.randn(B, S, Hq, D, device=dev, generator=gen).bfloat16()
+    k = torch.randn(B, S, Hkv, D, device=dev, generator=gen).bfloat16()
+    v = torch.randn(B, S, Hkv, D, device=dev, generator=gen).bfloat16()
+    pads = torch.tensor([0, S // 3, S - 5], device=dev)
+    col = torch.arange(S, device=dev)[None]
+    kpos = torch.where(col >= pads[:, None], col - pads[:, None], -1)
+    for name, qq, qpos, off, window in (("attn_padded_prefill", q, kpos.clamp_min(0), 0, W),
+                                        ("attn_ring_decode", q[:, -1:], kpos[:, -1:].clamp_min(0), None, None)):
+        ks, vs, kp = k, v, kpos
+        if off is None:  # keys scattered over slots in a random order
+            perm = torch.randperm(S, device=dev, generator=gen)
+            ks, vs, kp = k[:, perm], v[:, perm], kpos[:, perm]
+        got, sp = K.attention(qq, ks, vs, sinks, None, window, off, q_pos=qpos, k_pos=kp, return_sink_prob=True,
+                              **s["tiles"])
+        want, wsp = K.attention_torch(qq, ks, vs, sinks, None, window, off, q_pos=qpos, k_pos=kp,
+                                      return_sink_prob=True)
+        real = (qpos >= 0) & (kp.amax(1, keepdim=True) >= 0) if off is None else kpos >= 0  # rows at padding: any
+        e = rel_err(got[real], want[real])
+        es = float((sp - wsp).abs().transpose(1, 2)[real].max())
         out[name] = {"rel_err": e, "sink_prob_abs_err": es, "ok": e < 2e-2 and es < 1e-3}
     return out
 
@@ -399,38 +424,110 @@ def bench_proxy_decode(b: Bench, K, s, weights, hbm) -> dict:
     return out
 
 
-def bench_model_decode(b: Bench, s, weights, K) -> dict:
-    """workbench.model's Model on the Triton backend (eager, its own KV cache), if it takes the backend."""
-    try:
-        import workbench.model as wm
-        from workbench.config import ModelConfig
-        from workbench.kernels.backend import TritonBackend
-    except Exception as e:
-        return {"skipped": f"workbench.model or the backend is not importable: {e}"}
-    backend = "triton" if "triton" in getattr(wm, "BACKENDS", {}) else TritonBackend(fallback=wm.TorchBackend())
+def _model(s, weights, device, backend):
+    import workbench.model as wm
+    from workbench.config import ModelConfig
+
     cfg = ModelConfig(num_hidden_layers=s["layers"], num_experts=s["E"], experts_per_token=s["k"],
                       vocab_size=s["vocab"], hidden_size=s["H"], intermediate_size=s["I"], head_dim=s["D"],
                       num_attention_heads=s["Hq"], num_key_value_heads=s["Hkv"], sliding_window=s["window"])
-    try:
-        model = wm.Model(cfg, weights, dtype=torch.bfloat16, device=b.device, backend=backend).eval()
-    except Exception as e:
-        return {"skipped": f"workbench.model.Model did not take the Triton backend: {type(e).__name__}: {e}"}
-    out = {"backend": backend if isinstance(backend, str) else "TritonBackend object (model has no 'triton' name)"}
-    n_prompt, n_new = (8, 2) if b.interpret else (128, 32)
-    with torch.no_grad():
-        tokens = torch.randint(0, s["vocab"], (n_prompt,), device=b.device)
-        cache = model.new_cache()
-        model(tokens, cache=cache, last_only=True)
-        nxt = tokens[-1:]
-        if not b.interpret:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(n_new):
-            nxt = model(nxt, cache=cache, last_only=True).argmax(-1).view(1)
-        if not b.interpret:
-            torch.cuda.synchronize()
-        dt = (time.perf_counter() - t) / n_new
-    out.update({"tok_per_s_eager": 1 / dt, "prompt": n_prompt, "new_tokens": n_new})
+    return wm.Model(cfg, weights, dtype=torch.bfloat16, device=device, backend=backend).eval()  # weights shared
+
+
+def _sync(b: Bench) -> None:
+    if not b.interpret:
+        torch.cuda.synchronize()
+
+
+def _per_step(b: Bench, step, first, n: int) -> float:
+    """Seconds per decode step: ``step(tokens [B]) -> logits [B, V]`` fed its own argmax (no host sync
+    between steps), timed over n steps after one warm step."""
+    nxt = step(first).argmax(-1)
+    _sync(b)
+    t = time.perf_counter()
+    for _ in range(n):
+        nxt = step(nxt).argmax(-1)
+    _sync(b)
+    return (time.perf_counter() - t) / n
+
+
+def decode_bytes(s, weights, picked_per_layer: list[int], batch: int, ctx: int) -> int:
+    """Bytes one decode step must read: attention and router weights, the picked experts (their union
+    over the batch), the KV cache each sequence sees, the unembedding."""
+    dense = sum(weights[f"block.0.{n}"].nbytes for n in ("attn.qkv.weight", "attn.out.weight", "mlp.gate.weight"))
+    kv = sum(2 * batch * (min(ctx, s["window"]) if i % 2 == 0 else ctx) * s["Hkv"] * s["D"] * 2
+             for i in range(s["layers"]))
+    experts = sum(expert_bytes(n, s["H"], s["I"]) for n in picked_per_layer)
+    return s["layers"] * dense + experts + kv + weights["unembedding.weight"].nbytes
+
+
+TRACE_NAMES = ["blocks.*.moe.router_logits", "blocks.*.moe.expert_idx", "blocks.*.moe.expert_weights",
+               "blocks.*.attn.sink_prob"]
+
+
+def bench_model_decode(b: Bench, s, weights, K, hbm) -> dict:
+    """workbench.model decoding a 20b-shaped stack at batch 1 and 8: the Triton backend with the whole step
+    in one CUDA graph (workbench.decode.StaticDecoder), the same graph recording router/picks/sink traces,
+    the Triton backend eager (what hooked decode costs), and the torch backend eager (the in-run peer).
+    Checks first: graph decode == eager Triton decode, and both near the torch backend."""
+    from workbench.decode import StaticDecoder
+
+    tri, ref = _model(s, weights, b.device, "triton"), _model(s, weights, b.device, "torch")
+    n_prompt, n_new = (6, 3) if b.interpret else (s["decode_ctx"], 64)
+    out = {"prompt": n_prompt, "timed_steps": n_new, "graph": not b.interpret}
+    gen = torch.Generator(device=b.device).manual_seed(1)
+    for B in (1, 8) if not b.interpret else (1, 2):
+        if B > 1 and b.over_budget(1.6):
+            out[f"batch{B}_skipped"] = "time budget"
+            break
+        r = out[f"batch{B}"] = {}
+        prompt = torch.randint(0, s["vocab"], (B, n_prompt), device=b.device, generator=gen)
+        first = torch.randint(0, s["vocab"], (B,), device=b.device, generator=gen)
+        max_len = n_prompt + 2 * n_new + 8
+        with torch.no_grad():
+            # correctness: 4 steps of graph decode vs eager Triton vs the torch backend
+            dec = StaticDecoder(tri, B, max_len, graph=not b.interpret)
+            caches = {m: m.new_cache(B, max_len=max_len) for m in (tri, ref)}
+            got = [dec.prefill(prompt)]
+            want = {m: [m(prompt, caches[m], last_only=True)[:, -1]] for m in (tri, ref)}
+            tok = first
+            for _ in range(4):
+                got.append(dec.step(tok).clone())
+                for m in (tri, ref):
+                    want[m].append(m(tok[:, None], caches[m], last_only=True)[:, -1])
+                tok = got[-1].argmax(-1)
+            g, e, t = (torch.stack(x).float() for x in (got, want[tri], want[ref]))
+            r["graph_vs_eager_rel_err"] = rel_err(g, e)
+            r["triton_vs_torch_rel_err"] = rel_err(e, t)
+            r["argmax_agree_triton_torch"] = float((e.argmax(-1) == t.argmax(-1)).float().mean())
+            r["ok"] = r["graph_vs_eager_rel_err"] < 1e-2 and r["triton_vs_torch_rel_err"] < 5e-2
+            # speed: the graph, the graph with traces, eager Triton, eager torch
+            dec.prefill(prompt)
+            r["graph_s_per_step"] = _per_step(b, dec.step, first, n_new)
+            traced = StaticDecoder(tri, B, max_len, trace_names=TRACE_NAMES, graph=not b.interpret)
+            traced.prefill(prompt)
+            r["graph_traced_s_per_step"] = _per_step(b, lambda x: (traced.step(x), traced.trace())[0], first, n_new)
+            for name, m in (("triton_eager", tri), ("torch_eager", ref)):
+                cache = m.new_cache(B, max_len=max_len)
+                m(prompt, cache, last_only=True)
+                r[f"{name}_s_per_step"] = _per_step(
+                    b, lambda x, m=m, cache=cache: m(x[:, None], cache, last_only=True)[:, -1],
+                    first, max(2, n_new // (8 if name == "torch_eager" else 2)))
+            _, trace = tri.run_with_trace(first[:, None], "blocks.*.moe.expert_idx", cache=caches[tri],
+                                          last_only=True)
+            picked = [int(trace[f"blocks.{i}.moe.expert_idx"].unique().numel()) for i in range(s["layers"])]
+            del dec, traced, caches
+        nbytes = decode_bytes(s, weights, picked, B, n_prompt + n_new)
+        r.update(bytes_per_step=nbytes, experts_read_per_layer=statistics.mean(picked))
+        for key in ("graph", "graph_traced", "triton_eager", "torch_eager"):
+            r[f"{key}_tok_per_s"] = B / r[f"{key}_s_per_step"]
+        r["graph_GBps"] = nbytes / r["graph_s_per_step"] / 1e9
+        r["tracing_cost_in_graph"] = r["graph_traced_s_per_step"] / r["graph_s_per_step"] - 1
+        r["graph_speedup_vs_triton_eager"] = r["triton_eager_s_per_step"] / r["graph_s_per_step"]
+        r["graph_speedup_vs_torch_eager"] = r["torch_eager_s_per_step"] / r["graph_s_per_step"]
+        if hbm:
+            r["bandwidth_limit_tok_per_s"] = B * hbm / nbytes
+            r["frac_of_limit"] = r["graph_tok_per_s"] / r["bandwidth_limit_tok_per_s"]
     return out
 
 
@@ -541,8 +638,18 @@ def summary(res: dict) -> str:
                  + (f" = {100 * p['frac_of_limit']:.0f}% of the {p['bandwidth_limit_tok_per_s']:.0f} tok/s limit"
                     if "frac_of_limit" in p else ""))
     md = res.get("model_decode", {})
-    L.append("workbench.model on the Triton backend: " + (f"{md['tok_per_s_eager']:.1f} tok/s eager"
-                                                           if "tok_per_s_eager" in md else str(md.get("skipped"))))
+    for key in sorted(k for k, v in md.items() if k.startswith("batch") and isinstance(v, dict)):
+        r = md[key]
+        limit = (f" = {100 * r['frac_of_limit']:.0f}% of the {r['bandwidth_limit_tok_per_s']:.0f} tok/s bandwidth limit"
+                 if "frac_of_limit" in r else "")
+        L.append(f"workbench.model decode, {key} ({r['bytes_per_step'] / 1e9:.2f} GB/step): "
+                 f"{'CUDA graph' if md.get('graph') else 'static step (no graph)'} {r['graph_tok_per_s']:.1f} tok/s, "
+                 f"{r['graph_GBps']:.0f} GB/s{limit}; with router/picks/sink traces {r['graph_traced_tok_per_s']:.1f} "
+                 f"tok/s ({100 * r['tracing_cost_in_graph']:+.0f}%); Triton eager {r['triton_eager_tok_per_s']:.1f} "
+                 f"tok/s; torch eager (peer) {r['torch_eager_tok_per_s']:.1f} tok/s "
+                 f"({r['graph_speedup_vs_torch_eager']:.1f}x); graph vs eager rel err {r['graph_vs_eager_rel_err']:.1e}, "
+                 f"Triton vs torch {r['triton_vs_torch_rel_err']:.1e} (argmax agree {r['argmax_agree_triton_torch']:.2f})"
+                 + ("" if r["ok"] else " FAILED"))
     for k, v in res.get("errors", {}).items():
         L.append(f"ERROR in {k}: {v.splitlines()[-1] if v else v}")
     return "\n".join(L) + "\n"
@@ -610,7 +717,7 @@ def main(argv=None) -> int:
         if "proxy" not in skip:
             part("proxy_decode", lambda: bench_proxy_decode(b, K, s, weights, hbm))
         if "model" not in skip:
-            part("model_decode", lambda: bench_model_decode(b, s, weights, K))
+            part("model_decode", lambda: bench_model_decode(b, s, weights, K, hbm))
     env["seconds"] = time.time() - START
     (out_dir / "gpu.json").write_text(json.dumps(res, indent=1, default=str))
     text = summary(res)

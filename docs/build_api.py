@@ -9,11 +9,11 @@ from pathlib import Path
 
 MODULES = [
     "workbench", "workbench.config", "workbench.checkpoint", "workbench.mxfp4", "workbench.tiny",
-    "workbench.hooks", "workbench.model", "workbench.kv_cache", "workbench.decode", "workbench.trace",
-    "workbench.interventions", "workbench.lens", "workbench.attribution", "workbench.generate", "workbench.harmony",
-    "workbench.tools", "workbench.backends",
+    "workbench.hooks", "workbench.model", "workbench.cpu_kernels", "workbench.kv_cache", "workbench.decode",
+    "workbench.trace", "workbench.interventions", "workbench.lens", "workbench.attribution", "workbench.generate",
+    "workbench.harmony", "workbench.harmony.hf_tokenizer", "workbench.tools", "workbench.backends",
     "workbench.toolloop", "workbench.harmony_stats", "workbench.widgets", "workbench.kernels", "workbench.evals",
-    "workbench.wire", "workbench.serve", "workbench.demo", "workbench.lab",
+    "workbench.wire", "workbench.serve", "workbench.demo", "workbench.lab", "workbench.progress",
 ]
 
 

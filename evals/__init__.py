@@ -18,12 +18,12 @@ from .report import (format_summary, load, plot_accuracy_vs_effort, plot_accurac
                      wilson, write_plots)
 from .rescore import RescoreResult, rescore
 from .runner import EFFORTS, SweepResult, Target, local, plan, run_sweep, server
-from .scorers import (Score, Scorer, boxed, choice, exact, extract_boxed, extract_choice, extract_number, numeric,
-                      read_number)
+from .scorers import (Score, Scorer, boxed, choice, exact, extract_boxed, extract_choice, extract_number,
+                      model_graded, numeric, read_number)
 from .tasks import Sample, Task, generated, get_task, task_names
 
 __all__ = [
-    "EFFORTS", "KEY_FIELDS", "RescoreResult", "Sample", "Score", "Scorer", "SweepResult", "Target", "Task", "aime",
+    "EFFORTS", "KEY_FIELDS", "model_graded", "RescoreResult", "Sample", "Score", "Scorer", "SweepResult", "Target", "Task", "aime",
     "boxed", "choice", "conversation_for_record", "exact", "extract_boxed", "extract_choice", "extract_number",
     "format_summary", "generated", "get_task", "gpqa", "jsonl", "load", "local", "numeric", "plan",
     "plot_accuracy_vs_effort", "plot_accuracy_vs_tokens", "read_number", "read_records", "record_sweep", "rescore",

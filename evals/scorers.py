@@ -410,6 +410,46 @@ def date() -> Scorer:
     return Scorer("date", score, "the boxed (else last) YYYY-MM-DD date equals the target; day counts as integers, exactly")
 
 
+GRADER_INSTRUCTIONS = """You are grading an answer to a question against a reference answer. Judge only whether the
+submitted answer means the same as the reference (ignore style, working and length). Reply with a one-line
+reason and then, on the last line, GRADE: C if it is correct or GRADE: I if it is incorrect."""
+GRADER_PROMPT = """[Question]
+{question}
+
+[Reference answer]
+{target}
+
+[Submitted answer]
+{answer}"""
+_GRADE = re.compile(r"GRADE\s*:\s*([CI])\b")
+
+
+def model_graded(model: str, base_url: str, *, api_key: str | None = None, api: str = "chat",
+                 reasoning_effort: str = "low", max_tokens: int = 1024, instructions: str = GRADER_INSTRUCTIONS,
+                 template: str = GRADER_PROMPT, backend=None) -> Scorer:
+    """A judge model grades each answer against the target (a grader role, as inspect_ai's
+    ``model_graded_qa`` and the gpt-oss HealthBench eval use one). The grader is its own model behind
+    its own OpenAI-compatible server (``model`` at ``base_url``, through chat completions or the
+    Responses API), asked at temperature 0 with ``instructions`` and ``template`` (fields
+    ``question``, ``target``, ``answer``); its last ``GRADE: C`` / ``GRADE: I`` decides. A reply with no
+    grade scores 0 with ``answer`` None. ``backend``: any workbench Backend instead of a server."""
+    from workbench.backends.openai_compat import OpenAIBackend, redact_url
+    from workbench.harmony import Conversation
+
+    judge = backend or OpenAIBackend(model, base_url=base_url, api_key=api_key, api=api)
+
+    def score(output, sample) -> Score:
+        if not output:
+            return Score(0.0, None)
+        prompt = template.format(question=getattr(sample, "question", ""), target=_target(sample), answer=output)
+        conv = Conversation.new(instructions, reasoning_effort=reasoning_effort).user(prompt)
+        verdict = judge.complete(conv, max_new_tokens=max_tokens, temperature=0.0).final or ""
+        grades = _GRADE.findall(verdict)
+        return Score(1.0 if grades and grades[-1] == "C" else 0.0, grades[-1] if grades else None)
+    return Scorer("model_graded", score, f"the judge {model} at {redact_url(base_url)} says GRADE: C",
+                  model=model, base_url=redact_url(base_url), api=api)
+
+
 SCORERS = {"exact": exact, "numeric": numeric, "choice": choice, "boxed": boxed, "number_list": number_list,
            "date": date}
 

@@ -12,7 +12,12 @@ task           problems                                     scored by
 ``counting``   occurrences of a word in a list              ``numeric``: the integer, exactly
 ``sorting``    sort a list of integers                      ``number_list``: the integers, in order
 ``addition``   two (d+3)-digit integers, 1,000 per seed       ``numeric``: the integer, exactly
+``product``    two (d+3)-digit integers multiplied, with    ``numeric``: the integer, exactly
+               the python tool in the loop
 ============== ============================================ ============================================
+
+A task with ``tools`` (``product``: python) runs each sample through the tool loop
+(``workbench.chat``) with those tools, and its record keeps the tool trace.
 
 Every target of a built-in task is an integer (or a date, or a list of integers), so no tolerance
 applies anywhere. Sample ``i`` depends only on (task, difficulty, seed, i), so a smaller ``limit`` is
@@ -68,6 +73,7 @@ class Task:
     scorer: scorers.Scorer
     instructions: str | None = None
     default_limit: int | None = None
+    tools: tuple[str, ...] = ()  # tools the model may call, run in the loop: "python" (the sandboxed PythonTool)
 
     def samples(self, repeat: int = 0, limit: int | None = None) -> list[Sample]:
         items = list(self.dataset(repeat))
@@ -162,6 +168,12 @@ def _sorting(rng: random.Random, d: int) -> tuple[str, str]:
             f"Give the sorted list, comma-separated, in \\boxed{{}}.", ", ".join(map(str, sorted(numbers))))
 
 
+def _product(rng: random.Random, d: int) -> tuple[str, str]:
+    """A product of two numbers of 3+d digits: too long to do reliably by hand, one line of python."""
+    a, b = (rng.randint(10 ** (d + 2), 10 ** (d + 3) - 1) for _ in range(2))
+    return f"What is {a:,} × {b:,}? Use python to compute it exactly. {BOXED}", str(a * b)
+
+
 GENERATED = {  # kind: (generator, scorer); every target is an integer, a date or a list of integers
     "arithmetic": (_arithmetic, scorers.numeric(rel_tol=0.0)),
     "modular": (_modular, scorers.numeric(rel_tol=0.0)),
@@ -169,7 +181,9 @@ GENERATED = {  # kind: (generator, scorer); every target is an integer, a date o
     "counting": (_counting, scorers.numeric(rel_tol=0.0)),
     "sorting": (_sorting, scorers.number_list()),
     "addition": (_addition, scorers.numeric(rel_tol=0.0)),
+    "product": (_product, scorers.numeric(rel_tol=0.0)),
 }
+TOOLS = {"product": ("python",)}  # kind: tools its samples run with (the tool loop, a tool trace per sample)
 DEFAULT_DIFFICULTY = 2
 DEFAULT_SIZE = 100
 SIZES = {"addition": 1000}  # enough samples for n >= 200 per reasoning effort with distinct questions
@@ -195,7 +209,7 @@ def generated(kind: str, difficulty: int = DEFAULT_DIFFICULTY, *, seed: int = 0,
     name = kind if d == DEFAULT_DIFFICULTY else f"{kind}:{d}"
     if seed:
         name += f"@{seed}"
-    return Task(name, dataset, scorer)
+    return Task(name, dataset, scorer, tools=TOOLS.get(kind, ()))
 
 
 def task_names() -> list[str]:

@@ -55,3 +55,38 @@ def test_constrained_random_model_writes_wellformed_harmony(model, one_thread):
     result = chat(backend, conv, max_turns=2, max_new_tokens=40, seed=0)
     assert all(e.code == "truncated" for _, e in result.errors)
     assert result.stop_reason in ("return", "final", "max_turns", "length", "no_recipient")
+
+
+def test_generate_batch_equals_each_prompt_alone(model, one_thread):
+    """LocalBackend.generate_batch decodes several conversations as one batch (each with its own seed and
+    Harmony constraint): the same ids as generate() one at a time. The base class's default is sequential."""
+    from workbench.backends.base import Backend
+
+    convs = [Conversation.new().user(text) for text in ("Hi", "What is 2 + 2? Say it twice.", "Name a colour")]
+    backend = LocalBackend(model, constrained=True, max_content_tokens=4)
+    batch = backend.generate_batch(convs, seeds=[3, 4, 5], max_new_tokens=10, reasoning_effort="high")
+    alone = [list(backend.generate(c, seed=s, max_new_tokens=10, reasoning_effort="high"))
+             for c, s in zip(convs, [3, 4, 5])]
+    assert batch == alone and all(ids for ids in batch)
+    assert Backend.generate_batch(backend, convs, seeds=[3, 4, 5], max_new_tokens=10, reasoning_effort="high") == alone
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        backend.generate_batch(convs, seeds=[1, 2])
+
+
+def test_sweep_in_batches_logs_what_one_at_a_time_logs(tiny_dir, tmp_path, one_thread):
+    """run_sweep(batch_size=4) hands the local model 4 samples at a time: every record's tokens equal the
+    one-at-a-time sweep's (same per-sample seeds), and every key is logged once."""
+    from workbench.evals import local, run_sweep
+    from workbench.evals.logs import read_records
+
+    target = local(tiny_dir, name="tiny", constrained=True)
+    runs = {}
+    for size in (1, 4):
+        out = tmp_path / f"b{size}"
+        result = run_sweep(["arithmetic"], [target], out=out, efforts=["low", "high"], limit=5, max_tokens=6,
+                           batch_size=size, progress=False)
+        assert (result.ran, result.failed) == (10, 0)
+        runs[size] = {(r["sample"], r["effort"]): r["tokens"] for r in read_records(out)}
+    assert len(runs[4]) == 10 and runs[4] == runs[1]
+    with pytest.raises(ValueError, match="batch_size"):
+        run_sweep(["arithmetic"], [target], out=tmp_path / "bad", batch_size=0, progress=False)

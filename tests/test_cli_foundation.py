@@ -19,10 +19,14 @@ def test_make_tiny_then_info(tmp_path):
     assert r.returncode == 0, r.stderr
     ck = open_checkpoint(tmp_path / "ck")
     assert ck.layout == "hf"
+    assert (tmp_path / "ck" / "tokenizer.json").is_file()  # as a real HF checkpoint
     r = _wb("info", tmp_path / "ck")
     assert r.returncode == 0, r.stderr
     assert "model.layers.3.mlp.experts.down_proj_scales" in r.stdout  # the tensor table
     assert f"num_experts = {ck.config.num_experts}" in r.stdout  # the config
+    assert "scale exp" not in r.stdout  # the fast summary reads no weights
+    r = _wb("info", tmp_path / "ck", "--scan")
+    assert r.returncode == 0, r.stderr
     lines = [l for l in r.stdout.splitlines() if l.startswith("3 ") and "mlp2_weight" in l]
     assert len(lines) == 1  # one MXFP4 row per layer and weight
 

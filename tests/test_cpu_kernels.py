@@ -60,6 +60,7 @@ def random_groups(gen: torch.Generator, E: int, R: int) -> tuple[list[int], list
 
 CASES = [  # E, O, K, R
     (3, 7, 32, 1), (4, 33, 96, 5), (2, 64, 64, 9), (5, 19, 320, 3), (3, 12, 2880, 2), (6, 41, 160, 13),
+    (2, 50, 128, 24), (3, 35, 256, 40),  # groups of 8+ rows: the decoded-tile path
 ]
 
 
@@ -280,3 +281,21 @@ def test_no_compiler_means_one_notice_and_the_torch_path(tmp_path):
     assert on.returncode == 0, on.stderr
     assert on.stdout.split()[0] == "scalar"
     assert abs(float(on.stdout.split()[1]) - float(value)) <= 1e-4 * abs(float(value))
+
+
+def test_model_linear_routes_by_row_count():
+    """model.linear: bf16 with < 16 rows goes through the GEMV kernel, more rows through a GEMM; both give the
+    fp32-accumulated sum rounded to bf16 (within one bf16 rounding of the float64 value)."""
+    from workbench.model import linear
+
+    gen = torch.Generator().manual_seed(11)
+    W = torch.randn(300, 640, generator=gen).bfloat16()
+    b = torch.randn(300, generator=gen).bfloat16()
+    for rows in (1, 3, 15, 16, 40):
+        x = torch.randn(rows, 640, generator=gen).bfloat16()
+        out = linear(x, W, b)
+        exact = x.double() @ W.double().T + b.double()
+        assert out.dtype == torch.bfloat16
+        assert bool(((out.double() - exact).abs() <= 2.0 ** -8 * exact.abs() + 1e-3).all()), rows
+        if rows < 16:
+            assert torch.equal(out, cpu_kernels.bf16_linear(x, W, b))

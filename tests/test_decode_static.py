@@ -138,8 +138,9 @@ def test_graph_path_of_generate_equals_eager_generate(m32, monkeypatch):
         for n in x.trace:
             torch.testing.assert_close(x.trace[n].float(), y.trace[n].float(), rtol=1e-5, atol=1e-5)
     assert len(m32._static_decoders) == 1  # (3 sequences, max_len rounded to 256, names)
-    list(generate(m32, prompts, cuda_graph=True, **kw))
-    assert len(m32._static_decoders) == 1  # reused, not captured again
+    again = list(generate(m32, prompts, cuda_graph=True, **kw))
+    assert len(m32._static_decoders) == 1  # reused, not captured again, and emptied first:
+    assert [(t.sequence, t.token) for t in again] == [(t.sequence, t.token) for t in a]
     m32.__dict__.pop("_static_decoders")
 
 

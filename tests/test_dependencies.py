@@ -30,6 +30,7 @@ PACKAGES = {"workbench": ROOT / "workbench", "workbench.kernels": ROOT / "kernel
 LAYER_OF = {  # module (or package prefix) -> layer
     "workbench.config": "formats", "workbench.checkpoint": "formats", "workbench.mxfp4": "formats",
     "workbench.safetensors_io": "formats", "workbench.cache": "formats", "workbench.tiny": "formats",
+    "workbench.progress": "formats",
     "workbench.summary": "formats",
     "workbench.kernels": "kernels", "workbench.cpu_kernels": "model",  # builds native kernels into the cache
     "workbench.model": "model", "workbench.trace": "model", "workbench.generate": "model", "workbench.hooks": "model",
@@ -66,7 +67,8 @@ RUNS_A_MODEL = {"workbench.generate"}  # widgets must not import these either
 
 
 def layer(module: str) -> str:
-    best = max((p for p in LAYER_OF if module == p or module.startswith(p + ".")), key=len, default=None)
+    best = max((p for p in LAYER_OF if module == p or (p != "workbench" and module.startswith(p + "."))), key=len,
+               default=None)
     if best is None:
         raise AssertionError(f"{module} belongs to no layer: add it to LAYER_OF in {__file__}")
     return LAYER_OF[best]

@@ -14,8 +14,8 @@ def wb(*args, timeout=300):
 def test_list_tasks():
     r = wb("eval", "--list-tasks")
     assert r.returncode == 0
-    assert r.stdout.splitlines() == ["arithmetic", "modular", "dates", "counting", "sorting", "gpqa:PATH", "aime:PATH",
-                                     "jsonl:PATH"]
+    assert r.stdout.splitlines() == ["arithmetic", "modular", "dates", "counting", "sorting", "addition", "product",
+                                     "gpqa:PATH", "aime:PATH", "jsonl:PATH"]
 
 
 def test_eval_against_a_server_prints_summary_and_writes_plots(tmp_path):

@@ -32,6 +32,9 @@ def _independent_answer(kind, question):
     if kind == "addition":
         a, b = (int(x.replace(",", "")) for x in re.fullmatch(r"What is ([\d,]+) \+ ([\d,]+)\?", question).groups())
         return str(a + b)
+    if kind == "product":
+        a, b = (int(x.replace(",", "")) for x in re.match(r"What is ([\d,]+) × ([\d,]+)\?", question).groups())
+        return str(a * b)
     if kind == "sorting":
         nums = [int(x) for x in question.split("order: ")[1].split(". Give")[0].split(", ")]
         return ", ".join(map(str, sorted(nums)))

@@ -5,7 +5,8 @@ it says is the model's own. The checks are properties and independent oracles: O
 types validate every raw chunk, event and response; the streamed pieces add up to the whole answer
 for the same seed; tool calls obey tool_choice; token log-probabilities agree with a full forward
 pass of the model without the KV cache; the python tool's output in a code_interpreter_call is what
-the tool prints for that code when run here.
+the tool prints for that code when run here. ``SERVE_TEST_CHECKPOINT=PATH`` runs them on another
+checkpoint (they passed on the trained nano model and on the random tiny one).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ USER = [{"role": "user", "content": "Use the tools."}]
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model(default_checkpoint())
+    import os
+
+    return load_model(os.environ.get("SERVE_TEST_CHECKPOINT") or default_checkpoint(), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +276,45 @@ def test_no_browser_without_a_folder(model):
         c = openai.OpenAI(base_url=s.url, api_key="none", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="--browser"):
             c.responses.create(model="builtin", input="x", tools=[{"type": "web_search"}])
+
+
+def test_response_format_json_schema_is_enforced(client):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"},
+                                               "colour": {"enum": ["red", "blue"]}}, "required": ["n", "ok"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    for seed in range(10):
+        r = client.chat.completions.create(model="builtin", messages=USER, response_format=fmt, seed=seed,
+                                           max_tokens=160)
+        if r.choices[0].finish_reason == "stop" and r.choices[0].message.content:
+            break
+    else:
+        pytest.fail("no seed in 0..9 finished a final answer")
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    r = client.chat.completions.create(model="builtin", messages=USER, response_format={"type": "json_object"},
+                                       seed=seed, max_tokens=160)
+    if r.choices[0].finish_reason == "stop" and r.choices[0].message.content:
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+    with pytest.raises(openai.BadRequestError, match="cannot enforce"):
+        client.chat.completions.create(model="builtin", messages=USER, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
+                "inner": {"type": "object"}}}}})
+
+
+def test_responses_text_format_json_schema(client):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+              "required": ["n", "ok"]}
+    for seed in range(10):
+        r = client.responses.create(model="builtin", input="Answer in JSON.", max_output_tokens=160,
+                                    text={"format": {"type": "json_schema", "name": "answer", "schema": schema}},
+                                    extra_body={"seed": seed})
+        if r.status == "completed" and r.output_text:
+            break
+    else:
+        pytest.fail("no seed in 0..9 finished a final answer")
+    Response.model_validate(r.model_dump(by_alias=True))
+    jsonschema.validate(json.loads(r.output_text), schema)
+    assert r.text.format.type == "json_schema"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Union
 
@@ -24,6 +25,7 @@ from safetensors import safe_open
 
 from . import mxfp4
 from .config import ConfigError, ModelConfig
+from .progress import progress
 from .safetensors_io import DTYPES, Entry, SafetensorsError, read_header, write_safetensors
 
 
@@ -397,12 +399,14 @@ def save_checkpoint(path: str | Path, config: ModelConfig, tensors: Mapping[str,
             entries += _packed_entries(f"{name}.blocks", f"{name}.scales", shapes[name], make)
         else:
             entries.append(Entry(name, torch.bfloat16, shapes[name], make))
-    entries = [e._replace(make=_as_dtype(e)) for e in entries]
-    if layout == "original":
-        write_safetensors(folder / "model.safetensors", entries)
-        _write_json(folder / "config.json", config.to_original_json())
-        return folder
-    _write_hf_shards(folder, entries, max_shard_bytes)
+    total = sum(math.prod(e.shape) * e.dtype.itemsize for e in entries)
+    with progress(desc=f"writing {folder.name}", total=total, unit="B", unit_scale=True) as bar:
+        entries = [e._replace(make=_as_dtype(e, bar)) for e in entries]
+        if layout == "original":
+            write_safetensors(folder / "model.safetensors", entries)
+            _write_json(folder / "config.json", config.to_original_json())
+            return folder
+        _write_hf_shards(folder, entries, max_shard_bytes)
     cfg = config.to_hf_json()
     if any_packed:
         cfg["quantization_config"] = {
@@ -414,18 +418,17 @@ def save_checkpoint(path: str | Path, config: ModelConfig, tensors: Mapping[str,
     return folder
 
 
-def _as_dtype(e: Entry) -> Callable[[], torch.Tensor]:
+def _as_dtype(e: Entry, bar) -> Callable[[], torch.Tensor]:
     def make():
         t = e.make()
         if isinstance(t, MXFP4Tensor):
             raise TypeError(f"{e.name}: an MXFP4Tensor where a plain tensor was expected")
+        bar.update(math.prod(e.shape) * e.dtype.itemsize)
         return t.to(e.dtype) if e.dtype.is_floating_point else t
     return make
 
 
 def _write_hf_shards(folder: Path, entries: list[Entry], max_shard_bytes: int | None) -> None:
-    import math
-
     sizes = [math.prod(e.shape) * e.dtype.itemsize for e in entries]
     total = sum(sizes)
     limit = max_shard_bytes or min(5 << 30, total // 2 + 1)  # at least two shards: the index is exercised

@@ -205,12 +205,13 @@ class _GraphSteps:
         from .decode import decoder_for
 
         self.decoder = decoder_for(model, B, max_len, trace_names, graph)
+        self.decoder.reset()  # (a reused decoder still holds the previous generation)
         self.rows = list(range(B))
         self.last = torch.zeros(B, dtype=torch.long, device=model.device)
 
     def __call__(self, inputs: Tensor, mask: Tensor | None):
         d = self.decoder
-        if d.cache.length == 0:
+        if d.cache.length == 0:  # the prompts
             logits = d.prefill(inputs, mask)
         else:
             self.last[self.rows] = inputs[:, -1]

@@ -108,6 +108,7 @@ class LayerCache:
         """
         if self.k is None:
             self.allocate(k.shape[2], k.shape[3], k.dtype, k.device)
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # (a cache may hold a wider dtype than the model's)
         B, T = k.shape[:2]
         pos = pos.expand(B, T)
         if self.window is None:  # full layer: columns are slots
@@ -139,8 +140,8 @@ class LayerCache:
         A full layer must have room (the caller checks ``length < capacity`` on the host).
         """
         slot = (col % self.capacity if self.window is not None else col).view(1)
-        self.k.index_copy_(1, slot, k)
-        self.v.index_copy_(1, slot, v)
+        self.k.index_copy_(1, slot, k.to(self.k.dtype))
+        self.v.index_copy_(1, slot, v.to(self.v.dtype))
         self.pos.index_copy_(1, slot, pos.expand(k.shape[0], 1))
         return self.k, self.v, self.pos
 

@@ -74,8 +74,9 @@ from torch import nn
 from . import cpu_kernels, mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor, open_checkpoint
 from .config import ModelConfig
-from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
 from .hooks import ATTN_INTERNALS, MOE_PER_PICK, Names, hook_names, is_pattern, name_filter
+from .kv_cache import KVCache, LayerCache, Positions, column_positions  # noqa: F401 (LayerCache: public here too)
+from .progress import progress
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -358,6 +359,7 @@ class Experts(nn.Module):
         return self.weights(name, [e], dtype)[0]
 
 
+_PROGRESS_MIN_TOKENS = 64  # forwards of this many tokens show a progress bar (on a terminal, after 1 s)
 _EXPERT_CHUNK_BYTES = 1 << 28  # dequantized expert matrices held at once (bounded: 20b runs in < 16 GB)
 
 
@@ -779,7 +781,7 @@ class Model(nn.Module):
 
         self.embedding = _param(get("embedding.weight"))
         self.block = nn.ModuleList()
-        for i in range(config.num_hidden_layers):
+        for i in progress(range(config.num_hidden_layers), desc="loading", unit="block"):
             prefix = f"block.{i}."
             names = [n for n in weights if n.startswith(prefix)]
             self.block.append(Block(config, i, {n[len(prefix):]: get(n) for n in names}))
@@ -806,9 +808,11 @@ class Model(nn.Module):
 
     def new_cache(self, batch: int = 1, *, max_len: int | None = None) -> KVCache:
         """An empty KV cache for ``batch`` sequences, allocated now on the model's device. ``max_len``: room for
-        this many columns, fixed (needed for CUDA-graph decode); None: grows by doubling as needed."""
-        c = self.config
-        return KVCache(c, batch, max_len=max_len, dtype=self.dtype, device=self.device)
+        this many columns, fixed (needed for CUDA-graph decode); None: grows by doubling as needed. Keys and
+        values are held in the attention's compute dtype (fp32 on a CPU: the model's bf16 values exactly,
+        not converted again at every step)."""
+        return KVCache(self.config, batch, max_len=max_len, dtype=compute_dtype(self.dtype, self.device),
+                       device=self.device)
 
     def forward(self, tokens, cache: KVCache | None = None, *, last_only: bool = False,
                 attention_mask=None) -> Tensor:
@@ -923,11 +927,12 @@ class Model(nn.Module):
         if cache is not None and cache.batch != B:
             raise ValueError(f"cache was made for batch {cache.batch}, tokens have batch {B}")
         if cache is not None and run is None and T > _PREFILL_CHUNK:  # bounded memory: chunks through the cache
-            parts = [self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
-                                   last_only=last_only and a + _PREFILL_CHUNK >= T,
-                                   attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK],
-                                   unembed=unembed)
-                     for a in range(0, T, _PREFILL_CHUNK)]
+            parts = []
+            for a in range(0, T, _PREFILL_CHUNK):
+                last = a + _PREFILL_CHUNK >= T  # with last_only, earlier chunks only fill the cache (no logits)
+                parts.append(self._forward(tokens[:, a:a + _PREFILL_CHUNK], cache=cache, run=None, batched=True,
+                                           last_only=last_only, unembed=unembed and (last or not last_only),
+                                           attention_mask=None if mask is None else mask[:, a:a + _PREFILL_CHUNK]))
             logits = parts[-1] if last_only else torch.cat(parts, 1)
             return logits if batched else logits[0]
         if cache is not None:
@@ -955,7 +960,9 @@ class Model(nn.Module):
         """tokens [B, T] -> logits [B, T or 1, V] through every block (``unembed=False``: final_norm [B, T, H])."""
         hp = ctx.hook_prefix("")
         x = hp("embed", self.embedding[tokens])  # [B, T, H]
-        for block in self.block:
+        T = tokens.shape[1]
+        blocks = self.block if T < _PROGRESS_MIN_TOKENS else progress(self.block, desc=f"{T} tokens", unit="block")
+        for block in blocks:
             x = block(x, ctx)
         x = hp("final_norm", self.norm(x))
         if not unembed:

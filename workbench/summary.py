@@ -8,6 +8,7 @@ import torch
 
 from . import mxfp4
 from .checkpoint import Checkpoint, MXFP4Tensor
+from .progress import progress
 
 
 def format_table(rows: list[list[str]], header: list[str], align: str | None = None) -> str:
@@ -45,7 +46,7 @@ def tensor_table(ckpt: Checkpoint) -> str:
 def mxfp4_summary(ckpt: Checkpoint) -> str:
     """Per layer and expert weight: the range and mean of the block scale exponents, and zero-code share."""
     rows = []
-    for n in range(ckpt.config.num_hidden_layers):
+    for n in progress(range(ckpt.config.num_hidden_layers), desc="scanning MXFP4 scales", unit="layer"):
         for w in ("mlp1_weight", "mlp2_weight"):
             t = ckpt[f"block.{n}.mlp.{w}"]
             if not isinstance(t, MXFP4Tensor):

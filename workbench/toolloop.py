@@ -1,6 +1,6 @@
 """The tool loop: ``chat(backend, conversation, tools=[...])`` until the model answers.
 
-Each step generates an assistant completion, decodes it (``StreamDecoder``), appends its messages
+Each step generates an assistant completion (``backend.stream``, which decodes it), appends its messages
 to the conversation and, when the last one is addressed to a tool (``browser.*``, ``python``,
 ``functions.*``), runs that tool and appends its answer as the tool's message (author = the
 recipient, ``to=assistant``, on the call's channel). It stops at a final answer, ``<|return|>``, a
@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from openai_harmony import Author, Message, Role, TextContent
 
-from .harmony import Conversation, StreamDecoder, TokenEvent, Transcript
+from .harmony import Conversation, TokenEvent, Transcript
 from .tools import FunctionTools, ToolResult, ToolStep, ToolTrace, error_result, handles
 
 
@@ -118,12 +118,11 @@ def chat(
     trace = ToolTrace()
     stop = "max_turns"
     for generation in range(max_turns):
-        decoder = StreamDecoder("assistant", channels=conv.channels, recipients=conv.recipients or None)
-        for token in backend.generate(conv, reasoning_effort=conv.reasoning_effort, **generate_options):
-            event = decoder.push(token)
+        turn = backend.stream(conv, reasoning_effort=conv.reasoning_effort, **generate_options)
+        for event in turn:
             if on_event:
                 on_event(event)
-        transcript = decoder.finish()
+        transcript = turn.transcript
         transcripts.append(transcript)
         conv.extend(transcript.messages)
         if not transcript.messages:

@@ -126,6 +126,16 @@ class Backend:
         against the conversation's (or the given ones)."""
         return Turn(self.steps(prompt, **options), decoder_for(prompt, channels, recipients))
 
+    def generate_batch(self, prompts: Sequence[Conversation | Sequence[int]], *,
+                       seeds: Sequence[int | None] | None = None, **options) -> list[list[int]]:
+        """Token ids for several prompts, one list per prompt, prompt i sampled with ``seeds[i]``; the other
+        ``options`` as for ``generate``. This default runs them one after the other; a backend that decodes
+        a batch at once (``LocalBackend``) overrides it with the same results."""
+        seeds = [None] * len(prompts) if seeds is None else list(seeds)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"generate_batch: {len(seeds)} seeds for {len(prompts)} prompts")
+        return [list(self.generate(p, seed=s, **options)) for p, s in zip(prompts, seeds)]
+
     def events(self, prompt: Conversation | Sequence[int], **options) -> Iterator[TokenEvent]:
         yield from self.stream(prompt, **options)
 

@@ -37,6 +37,7 @@ def redact_url(text: str) -> str:
     """
     return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
+
 APIS = ("chat", "responses")
 # Request fields the openai client takes as arguments; others travel in extra_body.
 _CHAT_ARGS = {"model", "messages", "stream", "max_tokens", "temperature", "top_p", "tools", "seed", "reasoning_effort"}

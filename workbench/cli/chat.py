@@ -27,6 +27,9 @@ def register(p) -> None:
     p.add_argument("path", nargs="?", help="checkpoint folder (default: the built-in tiny model)")
     p.add_argument("--base-url", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) instead of PATH")
     p.add_argument("--model", default="openai/gpt-oss-20b", help="model name on the server (with --base-url)")
+    p.add_argument("--api", choices=["chat", "responses"], default="chat",
+                   help="with --base-url: chat completions or the Responses API (default: %(default)s)")
+    p.add_argument("--api-key", default=None, help="with --base-url: the server's API key (default: $OPENAI_API_KEY)")
     p.add_argument("--reasoning-effort", choices=["low", "medium", "high"], default="medium")
     p.add_argument("--python", action="store_true", help="let the model run Python (a sandboxed session that keeps state; needs bubblewrap)")
     p.add_argument("--browser", metavar="DIR", help="let the model search and read the text/HTML/Markdown files in DIR")
@@ -94,7 +97,10 @@ def run(args) -> int:
     if args.browser:
         tools.append(BrowserTool(LocalSearch(args.browser)))
     if args.base_url:
-        backend = OpenAIBackend(args.model, base_url=args.base_url)
+        import os
+
+        backend = OpenAIBackend(args.model, base_url=args.base_url, api=args.api,
+                                api_key=args.api_key or os.environ.get("OPENAI_API_KEY"))
     else:
         path = args.path
         if path is None:
@@ -118,11 +124,38 @@ def run(args) -> int:
         if not text.strip():
             continue
         conv.user(text)
-        result = chat(backend, conv, tools, max_turns=args.max_turns, on_event=printer,
-                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        try:
+            result = chat(backend, conv, tools, max_turns=args.max_turns, on_event=printer,
+                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        except Exception as e:  # the server's refusal or a lost connection: one line, not a traceback
+            if not _is_api_error(e):
+                raise
+            print(f"workbench chat: error: {safe(api_error_line(e))}", file=sys.stderr)
+            return 1
         if printer.current is not None:
             printer.write("\n")
             printer.current = None
         if result.stop_reason not in ("return", "final"):
             printer.write(f"[stopped: {result.stop_reason}]\n", "error")
         conv = result.conversation
+
+
+def _is_api_error(e: Exception) -> bool:
+    import openai
+
+    return isinstance(e, openai.APIError)
+
+
+def api_error_line(e: Exception) -> str:
+    """An openai client error as one line: the status, the server's message, the field at fault."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        body = e.body if isinstance(e.body, dict) else {}
+        err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        message = err.get("message") or e.message
+        param = f" (param: {err['param']})" if err.get("param") else ""
+        return f"the server answered {e.status_code}: {message}{param}".replace("\n", " ")
+    if isinstance(e, openai.APIConnectionError):
+        return f"cannot reach the server: {e.__cause__ or e}".replace("\n", " ")
+    return f"{type(e).__name__}: {e}".replace("\n", " ")

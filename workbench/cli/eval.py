@@ -3,6 +3,8 @@
     workbench eval --model ~/models/tiny --constrained --tasks arithmetic,dates --limit 20 --out runs/tiny
     workbench eval --base-url http://127.0.0.1:8000/v1 --base-url http://127.0.0.1:8001/v1 \\
         --model openai/gpt-oss-20b --efforts low,medium,high --tasks gpqa:gpqa_diamond.csv --concurrency 32
+    workbench eval --base-url http://127.0.0.1:8000/v1 --api responses --model tiny --tasks product --out runs/py \\
+        --grader-model judge --grader-base-url http://127.0.0.1:9000/v1     # python in the loop, a judge scores
 
     workbench eval --rescore --out runs/tiny [--tasks gpqa:gpqa_diamond.csv] [--dry-run]
 
@@ -31,6 +33,13 @@ def register(p) -> None:
     p.add_argument("--base-url", action="append", metavar="URL",
                    help="an OpenAI-compatible server (vLLM, Ollama, workbench serve); repeat to spread over replicas")
     p.add_argument("--api-key", default=None, help="API key for the servers (default: $OPENAI_API_KEY or none)")
+    p.add_argument("--api", choices=["chat", "responses"], default="chat",
+                   help="with --base-url: chat completions or the Responses API (default: %(default)s)")
+    p.add_argument("--grader-model", default=None, metavar="NAME",
+                   help="score every task with this judge model (model-graded) instead of the task's own scorer")
+    p.add_argument("--grader-base-url", default=None, metavar="URL", help="the judge's own OpenAI-compatible server")
+    p.add_argument("--grader-api-key", default=None, help="API key for the judge's server")
+    p.add_argument("--grader-api", choices=["chat", "responses"], default="chat", help="the judge's API")
     p.add_argument("--efforts", type=_csv, default=["low", "medium", "high"], help="comma-separated (default: %(default)s)")
     p.add_argument("--tasks", type=_csv, default=None,
                    help="comma-separated task specs: NAME, NAME:DIFFICULTY, gpqa:PATH, aime:PATH, jsonl:PATH "
@@ -38,6 +47,9 @@ def register(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="samples per task (default: all; built-in tasks have 100)")
     p.add_argument("--repeats", type=int, default=1, help="times each sample is asked (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=1, help="samples in flight at once (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="samples of one model generated as one batch (the local model decodes them together; "
+                        "default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per sample (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -88,13 +100,23 @@ def run(args) -> int:
     if args.trace and args.base_url:
         raise ValueError("--trace needs the model in this process (a checkpoint folder), not --base-url")
     tasks = [evals.get_task(spec, seed=args.seed) for spec in args.tasks or ["arithmetic"]]  # before loading any model
+    if bool(args.grader_model) != bool(args.grader_base_url):
+        raise ValueError("--grader-model and --grader-base-url go together (the judge is a model on its own server)")
+    if args.grader_model:
+        import dataclasses
+
+        judge = evals.model_graded(args.grader_model, args.grader_base_url, api_key=args.grader_api_key,
+                                   api=args.grader_api)
+        tasks = [dataclasses.replace(t, scorer=judge) for t in tasks]
     if args.base_url:
-        models = [evals.server(name, args.base_url, api_key=args.api_key, timeout=args.timeout) for name in args.model]
+        models = [evals.server(name, args.base_url, api_key=args.api_key, timeout=args.timeout, api=args.api)
+                  for name in args.model]
     else:
         models = [evals.local(path, constrained=args.constrained) for path in args.model]
     result = evals.run_sweep(
         tasks, models, out=args.out, efforts=args.efforts, repeats=args.repeats, limit=args.limit,
-        concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+        concurrency=args.concurrency, batch_size=args.batch_size, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, timeout=args.timeout, retries=args.retries, backoff=args.backoff,
         retry_errors=args.retry_errors, progress=args.progress)
     print(result)

@@ -1,15 +1,19 @@
-"""``workbench info PATH``: config, tensor table and MXFP4 scale summary of a checkpoint."""
+"""``workbench info PATH [--scan]``: config and tensor table of a checkpoint; ``--scan`` adds the MXFP4 scale summary."""
 
 from __future__ import annotations
 
+import argparse
+
 NAME = "info"
-HELP = "print a checkpoint's config, its tensors (name, dtype, shape, bytes) and MXFP4 scale statistics"
+HELP = "print a checkpoint's config and its tensors (name, dtype, shape, bytes); --scan adds MXFP4 scale statistics"
 ORDER = 20
 
 
 def register(p) -> None:
     p.add_argument("path", help="checkpoint folder (original or Hugging Face layout)")
-    p.add_argument("--no-scales", action="store_true", help="skip the MXFP4 scale summary (reads no weights)")
+    p.add_argument("--scan", action="store_true",
+                   help="also read every expert block for MXFP4 scale statistics (minutes on a 20b checkpoint)")
+    p.add_argument("--no-scales", action="store_true", help=argparse.SUPPRESS)  # the old default's opt-out; kept
     p.set_defaults(func=run)
 
 
@@ -21,7 +25,7 @@ def run(args) -> int:
     ckpt = open_checkpoint(args.path)
     print(terminal_text(config_text(ckpt)), end="\n\n")  # tensor and file names come from the checkpoint
     print(terminal_text(tensor_table(ckpt)), end="\n\n")
-    if not args.no_scales:
+    if args.scan:
         print("MXFP4 block scales (exponent = scale byte - 127)")
         print(terminal_text(mxfp4_summary(ckpt)))
     return 0

@@ -21,5 +21,12 @@ def run(args) -> int:
     from ..tiny import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(args.dir, preset=args.preset, layout=args.layout, seed=args.seed)
-    print(f"wrote {args.preset} checkpoint ({args.layout} layout, seed {args.seed}) to {path}")
+    extra = ""
+    if args.layout == "hf":  # as a real gpt-oss checkpoint: converters and AutoTokenizer read these
+        from ..config import PRESETS
+        from ..harmony.hf_tokenizer import write_hf_tokenizer
+
+        write_hf_tokenizer(path, PRESETS[args.preset].vocab_size)
+        extra = " with tokenizer files"
+    print(f"wrote {args.preset} checkpoint ({args.layout} layout, seed {args.seed}){extra} to {path}")
     return 0

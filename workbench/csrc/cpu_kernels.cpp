@@ -246,6 +246,89 @@ struct Acts {
     int64_t K;
 };
 
+#if WB_X86
+// Many rows per expert (prefill), bf16 path: a tile of TO weight rows is decoded once into a cache-resident
+// buffer as bf16 values with the block scale folded in (E2M1 * 2^(s-127) is exact in bf16 - the same 8-bit
+// exponent as fp32 - when 2 <= s <= 252; a tile with any other scale byte takes the streaming path), then
+// every activation row of the group is multiplied against it with vdpbf16ps alone, 4 x 4 outputs at a time.
+constexpr int TO = 16;           // weight rows per tile
+constexpr int TILE_MIN_ROWS = 8;  // activation rows from which the tile pays
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))) bool decode_tile_bf16(
+        const uint8_t* eb, int64_t b_o, const uint8_t* es, int64_t s_o, int64_t o0, int n, int64_t K, uint16_t* tile) {
+    const int64_t G = K / QK;
+    for (int j = 0; j < n; ++j)
+        for (int64_t g = 0; g < G; ++g) {
+            const uint8_t sc = es[(o0 + j) * s_o + g];
+            if (sc < 2 || sc > 252) return false;
+        }
+    const __m512i lut = _mm512_load_si512(kE2M1bf16);
+    const __m512i m15 = _mm512_set1_epi16(15), m7 = _mm512_set1_epi16(7);
+    for (int j = 0; j < n; ++j) {
+        const uint8_t* b = eb + (o0 + j) * b_o;
+        const uint8_t* s = es + (o0 + j) * s_o;
+        uint16_t* w = tile + j * K;
+        for (int64_t p = 0; p < G / 2; ++p) {
+            const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(b + p * 2 * QB)));
+            const __m512i exp = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(short((s[2 * p] - 127) << 7)),
+                                                        _mm512_set1_epi16(short((s[2 * p + 1] - 127) << 7)));
+            const __m512i code[2] = {_mm512_and_si512(bytes, m15), _mm512_srli_epi16(bytes, 4)};
+            for (int h = 0; h < 2; ++h) {  // h = 0: even elements (low nibbles), 1: odd (high nibbles)
+                const __m512i v = _mm512_permutexvar_epi16(code[h], lut);
+                const __mmask32 nonzero = _mm512_test_epi16_mask(code[h], m7);
+                _mm512_storeu_si512(w + p * 2 * QK + h * QK, _mm512_mask_add_epi16(v, nonzero, v, exp));
+            }
+        }
+    }
+    return true;
+}
+
+// res[r][o] = sum_k x[r][k] tile[o][k] for 4 activation rows and 4 tile rows, both bf16 in the pair order.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"))) void tile_4x4(
+        const uint16_t* const* x, const uint16_t* const* w, int64_t K, float (*res)[4]) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; ++r)
+        for (int o = 0; o < 4; ++o) acc[r][o] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += QK) {
+        __m512bh wv[4];
+        for (int o = 0; o < 4; ++o) wv[o] = (__m512bh)_mm512_loadu_si512(w[o] + k);
+        for (int r = 0; r < 4; ++r) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512(x[r] + k);
+            for (int o = 0; o < 4; ++o) acc[r][o] = _mm512_dpbf16_ps(acc[r][o], wv[o], xv);
+        }
+    }
+    for (int r = 0; r < 4; ++r)
+        for (int o = 0; o < 4; ++o) res[r][o] = _mm512_reduce_add_ps(acc[r][o]);
+}
+
+// Output rows [o0, o1) for activation rows [r0, r1) of one expert through decoded tiles; false if a tile's
+// scales are out of the folding range (the caller then streams those rows).
+bool rows_tiled(const Acts& a, int64_t r0, int64_t r1, const uint8_t* eb, int64_t b_o, const uint8_t* es,
+                int64_t s_o, int64_t o0, int64_t o1, const void* bias, int bias_bf16, float* out, int64_t ldo) {
+    const int64_t K = a.K;
+    std::vector<uint16_t> tile(size_t(TO * K));
+    for (int64_t t0 = o0; t0 < o1; t0 += TO) {
+        const int n = int(std::min<int64_t>(TO, o1 - t0));
+        if (!decode_tile_bf16(eb, b_o, es, s_o, t0, n, K, tile.data())) return false;
+        for (int64_t r = r0; r < r1; r += 4)
+            for (int o = 0; o < n; o += 4) {
+                const uint16_t* x[4];
+                const uint16_t* w[4];
+                for (int i = 0; i < 4; ++i) {
+                    x[i] = a.b16 + std::min(r + i, r1 - 1) * K;  // short last steps repeat a row
+                    w[i] = tile.data() + std::min(o + i, n - 1) * K;
+                }
+                float res[4][4];
+                tile_4x4(x, w, K, res);
+                for (int i = 0; i < 4 && r + i < r1; ++i)
+                    for (int j = 0; j < 4 && o + j < n; ++j)
+                        out[(r + i) * ldo + t0 + o + j] = res[i][j] + (bias ? load_as_f32(bias, bias_bf16, t0 + o + j) : 0.f);
+            }
+    }
+    return true;
+}
+#endif  // WB_X86
+
 template <int OB, int RB>
 void dot(int isa, const Acts& a, int64_t r0, const uint8_t* const* brow, const uint8_t* const* srow,
          float (*res)[OB]) {
@@ -447,6 +530,11 @@ void wb_mxfp4_linear(const void* x, int x_bf16, int64_t K, const int64_t* group_
         const void* be = bias ? static_cast<const char*>(bias) + e * bias_e * (bias_bf16 ? 2 : 4) : nullptr;
         int64_t r = group_rows[g];
         const int64_t r1 = group_rows[g + 1];
+#if WB_X86
+        if (a.bf16_path && r1 - r >= TILE_MIN_ROWS &&
+            rows_tiled(a, r, r1, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo))
+            continue;
+#endif
         for (; r + 4 <= r1; r += 4) rows_block<4>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);
         for (; r + 2 <= r1; r += 2) rows_block<2>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);
         for (; r < r1; ++r) rows_block<1>(isa, a, r, eb, b_o, es, s_o, o0, o1, be, bias_bf16, out, ldo);

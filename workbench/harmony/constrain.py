@@ -15,6 +15,11 @@ would break the grammar set to -inf. The grammar, from right after ``<|start|>as
     end      := "<|call|>" if addressed to a tool, "<|return|>" on final, "<|end|>" otherwise
     after <|end|>: "<|start|>" then "assistant" header ...
 
+Options for serving: ``require_call=True`` (``tool_choice`` "required" or a named function) allows at
+most one analysis message and then only calls; ``final_format`` (a ``jsonformat`` format, for
+``response_format``) makes a final message's text a JSON value of that format, ending with
+``<|return|>`` only once the value is complete (and drops free-text commentary headers).
+
 C comes from the system message's channels; R from the declared tools (``functions.*`` only on
 commentary, built-ins on analysis or commentary, nothing on final). Content types: ``<|constrain|>json``
 (after a space) for any call, `` code`` for built-ins. Header text is matched character by
@@ -99,6 +104,25 @@ def _content_mask(pending: bytes):
     return mask
 
 
+@functools.lru_cache(maxsize=1)
+def _first_char_index() -> dict[str, "object"]:
+    """First character -> LongTensor of the non-special tokens whose (valid UTF-8) text starts with it."""
+    import torch
+
+    index, _ = _text_tokens()
+    by_first: dict[str, list[int]] = {}
+    for text, ids in index.items():
+        by_first.setdefault(text[0], []).extend(ids)
+    return {c: torch.tensor(sorted(ids), dtype=torch.long) for c, ids in by_first.items()}
+
+
+def _token_text(token: int) -> str:
+    try:
+        return T.token_bytes(token).decode("utf-8")
+    except UnicodeDecodeError:
+        return "\ufffd"  # a partial character: no JSON format accepts it
+
+
 @dataclass(frozen=True)
 class _Target:
     channel: str
@@ -127,7 +151,7 @@ class HarmonyConstraint:
     """Logits processor ``(generated_ids, logits[V]) -> logits[V]`` for an assistant completion."""
 
     def __init__(self, channels: Sequence[str] | None = DEFAULT_CHANNELS, recipients: Iterable[str] = (),
-                 *, max_content_tokens: int | None = None, require_call: bool = False):
+                 *, max_content_tokens: int | None = None, require_call: bool = False, final_format=None):
         self.channels = tuple(channels or DEFAULT_CHANNELS)
         self.recipients = tuple(recipients)
         self.max_content_tokens = max_content_tokens
@@ -137,7 +161,12 @@ class HarmonyConstraint:
                 raise ValueError("require_call needs at least one recipient")
             later = {h: t for h, t in first.items() if t.recipient}
             first = {h: t for h, t in first.items() if t.recipient or t.channel == "analysis"}
+        if final_format is not None:  # the answer is JSON: no free-text preamble beside it
+            first = {h: t for h, t in first.items() if t.recipient or t.channel in ("analysis", "final")}
+            later = {h: t for h, t in later.items() if t.recipient or t.channel in ("analysis", "final")}
         self._headers = {"first": first, "later": {"assistant" + h: t for h, t in later.items()}}
+        self.final_format = final_format  # a jsonformat format: the final message's text must be one
+        self._json_masks: dict = {}
         self.reset()
 
     @classmethod
@@ -150,6 +179,7 @@ class HarmonyConstraint:
         self._target: _Target | None = None
         self._count = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._json = None  # the final_format's state inside a final message
 
     # -- the state machine ---------------------------------------------------------------------
 
@@ -160,11 +190,16 @@ class HarmonyConstraint:
                 self._target = self._headers[self._which].get(self._header)
                 self._mode, self._count = "content", 0
                 self._utf8 = codecs.getincrementaldecoder("utf-8")()
+                final = self._target is not None and self._target.channel == "final" and not self._target.recipient
+                self._json = self.final_format.start() if final and self.final_format is not None else None
         elif self._mode == "content":
             if token in T.MESSAGE_END:
                 self._mode = "start" if token == T.END else "done"
             else:
                 self._count += 1
+                if self._json is not None:
+                    for ch in _token_text(token):
+                        self._json = self.final_format.step(self._json, ch) if self._json is not None else None
                 try:
                     self._utf8.decode(T.token_bytes(token) if T.in_range(token) else b"", False)
                 except UnicodeDecodeError:  # only if a token slipped past us: start clean
@@ -199,7 +234,7 @@ class HarmonyConstraint:
         if self._mode == "start" or self._mode == "done":
             return {T.START}
         if self._mode == "content":
-            if self.max_content_tokens is not None and self._count >= self.max_content_tokens \
+            if self.max_content_tokens is not None and self._count >= self.max_content_tokens and self._json is None \
                     and not self._pending():
                 return set(self._terminators())
             return None
@@ -219,10 +254,50 @@ class HarmonyConstraint:
                 allowed.update(index.get(rest[:k], ()))
         return allowed
 
+    def _json_mask(self, logits, keep: int = 32):
+        """The best ``keep`` tokens (by logit) whose whole text the format accepts next, and
+        ``<|return|>`` once the value is complete; every other token -inf. Candidates are found through
+        their first character, so a structural step (a quote, a colon) scans few tokens. (Sampling then
+        renormalises over these candidates: exact for greedy decoding, a truncated tail otherwise.)"""
+        import torch
+
+        fmt, state = self.final_format, self._json
+        index = _first_char_index()
+        key = fmt.key(state) if hasattr(fmt, "key") else state
+        firsts = self._json_masks.get(key)
+        if firsts is None:
+            firsts = [c for c in index if fmt.step(state, c) is not None]
+            if len(self._json_masks) < 4096:
+                self._json_masks[key] = firsts
+        mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        if fmt.done(state) and T.RETURN < logits.shape[-1]:
+            mask[T.RETURN] = True
+        if firsts:
+            ids = torch.cat([index[c] for c in firsts])
+            ids = ids[ids < logits.shape[-1]]
+            order = ids[torch.argsort(logits[ids].float().cpu(), descending=True)].tolist()
+            found = 0
+            for i in order:
+                s = state
+                for ch in _token_text(i):
+                    s = fmt.step(s, ch)
+                    if s is None:
+                        break
+                if s is not None:
+                    mask[i] = True
+                    found += 1
+                    if found >= keep:
+                        break
+        if not mask.any():  # nothing can follow: end the message rather than break the grammar
+            mask[T.RETURN] = True
+        return logits.masked_fill(~mask, float("-inf"))
+
     def __call__(self, generated_ids: Sequence[int], logits):
         import torch
 
         allowed = self.allowed_next(generated_ids)
+        if allowed is None and self._json is not None:  # a final message in a JSON format
+            return self._json_mask(logits)
         if allowed is None:  # content: text that keeps UTF-8 valid; terminators between characters
             mask = _content_mask(self._pending())
             if mask.shape[0] != logits.shape[-1]:

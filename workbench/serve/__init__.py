@@ -29,7 +29,7 @@ from pathlib import Path
 from .app import Service
 from .engine import Engine, Job
 from .generation import Limits, ResponseStore
-from .http import LOCAL_HOSTS, WILDCARDS, HTTPServer, warn_if_exposed
+from .http import LOCAL_HOSTS, WILDCARDS, HTTPServer
 
 __all__ = ["Server", "Service", "Engine", "Job", "Limits", "ResponseStore", "HTTPServer", "make_server", "serve"]
 

@@ -101,9 +101,6 @@ class Service:
 
     async def chat(self, request: Request) -> Response:
         req = wchat.parse_chat_request(await self._body(request), self.model_name)
-        if req.response_format is not None:
-            raise APIError(400, "'response_format' json_object / json_schema is not supported by this server: "
-                                "the Harmony constraint does not enforce JSON schemas yet", "response_format")
         work = gen.chat_work(self.backend, req, self.limits, model=self.model_name, constrained=self.constrained)
         return await self._run(request, work, req.stream)
 

@@ -11,8 +11,9 @@ built-in models) and whenever a request restricts tool use (``tool_choice`` none
 function): its recipients are then only the allowed ones, and for required / named the turn may open
 with one analysis message and must then be a call. Parallel calls (chat): after a call to a
 function the model is asked to continue with ``<|start|>assistant``; if its next header is another
-function call that call is kept, otherwise the look-ahead is dropped (gpt-oss writes one call per
-generation; this lets it write several when it means to).
+function call that call is kept once it is complete (its stream deltas are held until then),
+otherwise the look-ahead is dropped (gpt-oss writes one call per generation; this lets it write
+several when it means to). Usage counts every generated token, look-ahead included.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..harmony import Conversation, HarmonyConstraint, encoding
 from ..harmony import tokens as T
 from ..wire import chat as wchat
 from ..wire import completions as wcomp
-from ..wire.common import APIError, new_id
+from ..wire.common import APIError, Segmenter, new_id
 from ..wire.responses import ResponseBuilder, ResponsesRequest
 from .engine import Job
 
@@ -52,13 +53,35 @@ def budget(limits: Limits, prompt_len: int, asked: int | None) -> int:
     return max(1, min(n, room, limits.max_tokens_cap or n))
 
 
-def constraint(backend, conv: Conversation, *, server_constrained: bool, allowed=None, must_call: bool = False):
-    """The logits processor for one generation, or None (see the module docstring)."""
-    if not getattr(backend, "constrainable", False) or (not server_constrained and allowed is None):
+def constraint(backend, conv: Conversation, *, server_constrained: bool, allowed=None, must_call: bool = False,
+               final_format=None):
+    """The logits processor for one generation, or None (see the module docstring). ``final_format``
+    (a ``workbench.harmony.jsonformat`` format) makes the final message's text a JSON value of it."""
+    if not getattr(backend, "constrainable", False) or (not server_constrained and allowed is None
+                                                         and final_format is None):
         return None
     recipients = conv.recipients if allowed is None else allowed
     return HarmonyConstraint(conv.channels, recipients, max_content_tokens=getattr(backend, "max_content_tokens", None),
-                             require_call=must_call and bool(recipients))
+                             require_call=must_call and bool(recipients), final_format=final_format)
+
+
+def response_format(backend, fmt: dict | None, param: str):
+    """A request's JSON output format as a constraint format (None for plain text); 400 when it cannot
+    be enforced here."""
+    if fmt is None:
+        return None
+    from ..harmony.jsonformat import json_format
+
+    if not getattr(backend, "constrainable", False):
+        raise APIError(400, f"'{param}': this server's backend cannot constrain decoding, so it cannot promise JSON",
+                       param)
+    schema = None
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or fmt).get("schema") or {}
+    try:
+        return json_format(schema)
+    except ValueError as e:
+        raise APIError(400, f"'{param}': the Harmony constraint cannot enforce this schema: {e}", param) from None
 
 
 def _options(backend, *, max_tokens, temperature, top_p, seed, effort, top_logprobs, processor) -> dict:
@@ -82,6 +105,8 @@ def assistant_header() -> list[int]:
 # -- chat completions ------------------------------------------------------------------------------
 
 def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, constrained: bool) -> Callable:
+    final_format = response_format(backend, req.response_format, "response_format")
+
     def work(job: Job) -> Iterator[dict]:
         conv = req.conversation
         prompt = conv.render()
@@ -98,12 +123,13 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
             while left > 0 and not job.cancelled:
                 lookahead = context is not conv
                 processor = constraint(backend, conv, server_constrained=constrained, allowed=req.allowed_recipients,
-                                       must_call=req.must_call and not lookahead)  # a call was made: choice is free
+                                       must_call=req.must_call and not lookahead,  # a call was made: choice is free
+                                       final_format=final_format)
                 turn = backend.stream(context, channels=conv.channels, recipients=conv.recipients or None,
                                       **_options(backend, max_tokens=left, temperature=req.temperature, top_p=req.top_p,
                                                  seed=seed, effort=conv.reasoning_effort,
                                                  top_logprobs=req.top_logprobs, processor=processor))
-                kept = True
+                kept, held, calls_before = True, [], len(builder.calls)
                 for event in turn:
                     if job.cancelled or builder.stopped:
                         turn.cancel()
@@ -115,12 +141,21 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
                         turn.cancel()
                         break
                     deltas = builder.push(event, turn.logprobs[-1])
-                    if req.stream:
+                    if lookahead:
+                        held += deltas  # a speculative call is sent only once it is complete
+                    elif req.stream:
                         for d in deltas:
                             yield wchat.chunk(rid, created, model, i, d)
                 left -= len(turn.events)
+                if lookahead and turn.stop_reason != "call":
+                    kept = False  # cut off (tokens, cancel): drop the half-written call
                 if not kept:
+                    del builder.calls[calls_before:]
+                    builder.segmenter = Segmenter()
                     break
+                if req.stream:
+                    for d in held:
+                        yield wchat.chunk(rid, created, model, i, d)
                 stop = turn.stop_reason
                 last = turn.transcript.messages[-1] if turn.transcript.messages else None
                 if not (stop == "call" and req.parallel_tool_calls and last is not None and
@@ -172,6 +207,8 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
                    store: ResponseStore) -> Callable:
     from ..toolloop import run_tool, tool_message
 
+    final_format = response_format(backend, req.text_format, "text.format")
+
     def work(job: Job) -> Iterator[dict]:
         try:
             yield from run(job)
@@ -195,7 +232,8 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
             first = round_ == 0  # tool_choice binds the first generation; after tool results the model is free
             processor = constraint(backend, conv, server_constrained=constrained,
                                    allowed=req.allowed_recipients if first else None,
-                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)))
+                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)),
+                                   final_format=final_format)
             turn = backend.stream(conv, **_options(backend, max_tokens=left, temperature=req.temperature,
                                                    top_p=req.top_p, seed=req.seed, effort=conv.reasoning_effort,
                                                    top_logprobs=req.top_logprobs, processor=processor))

@@ -181,8 +181,12 @@ def bwrap_command(bwrap: str, limits: Limits, runtime: list[str], links) -> list
     args = [bwrap, "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--hostname", "sandbox", "--clearenv"]
+    # A runtime under /tmp or /mnt (a venv in a CI checkout under /tmp, say) is bound after the sandbox's
+    # own /mnt tmpfs exists, under /tmp's real place /mnt/tmp: /tmp itself must stay the symlink.
+    late = [p for p in runtime if _under(p, "/tmp") or _under(p, "/mnt")]
     for path in runtime:
-        args += ["--ro-bind", path, path]
+        if path not in late:
+            args += ["--ro-bind", path, path]
     for target, path in links:
         args += ["--symlink", target, path]
     args += ["--proc", "/proc", "--size", str(1 << 16), "--tmpfs", "/dev"]
@@ -190,9 +194,18 @@ def bwrap_command(bwrap: str, limits: Limits, runtime: list[str], links) -> list
         args += ["--dev-bind", f"/dev/{dev}", f"/dev/{dev}"]
     args += ["--symlink", "/mnt/tmp", "/dev/shm", "--remount-ro", "/dev",
              "--size", str(limits.disk_mb << 20), "--perms", "0755", "--tmpfs", "/mnt",
-             "--dir", DATA_DIR, "--dir", "/mnt/tmp", "--symlink", "/mnt/tmp", "/tmp",
-             "--remount-ro", "/", "--chdir", DATA_DIR]
+             "--dir", DATA_DIR, "--dir", "/mnt/tmp", "--symlink", "/mnt/tmp", "/tmp"]
+    for path in late:
+        if path in ("/tmp", "/mnt") or _under(path, DATA_DIR):
+            raise SandboxUnavailable(f"the Python runtime at {path} would hide the sandbox's own /tmp or "
+                                     f"{DATA_DIR}; install Python or the venv elsewhere")
+        args += ["--ro-bind", path, inside.mount_point(path)]
+    args += ["--remount-ro", "/", "--chdir", DATA_DIR]
     return args
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
 
 
 _ROOT_HELPER = r"""
@@ -206,14 +219,18 @@ def check(ok, what):
         sys.exit(1)
 check(libc.unshare(0x00020000) == 0, "private mount namespace")
 check(libc.mount(None, b"/", None, 16384 | (1 << 18), None) == 0, "make mounts private")
+# open every source first: the staging tmpfs may hide some of them (a venv under /tmp, say)
+fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src in cfg["binds"]]
+dirs = [os.path.isdir("/proc/self/fd/%d" % fd) for fd in fds]
 check(libc.mount(b"tmpfs", cfg["stage"].encode(), b"tmpfs", 2 | 4 | 8, b"mode=0755,size=64k") == 0, "staging tmpfs")
 for i, src in enumerate(cfg["binds"]):
     dst = os.path.join(cfg["stage"], str(i))
-    if os.path.isdir(src):
+    if dirs[i]:
         os.mkdir(dst)
     else:
         open(dst, "w").close()
-    check(libc.mount(src.encode(), dst.encode(), None, 4096 | 16384, None) == 0, "bind " + src)
+    check(libc.mount(b"/proc/self/fd/%d" % fds[i], dst.encode(), None, 4096 | 16384, None) == 0, "bind " + src)
+    os.close(fds[i])
 os.setgroups([])
 os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
 os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])

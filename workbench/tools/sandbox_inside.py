@@ -70,6 +70,12 @@ def recv(fd, cap=FRAME_CAP):
     return obj
 
 
+def mount_point(path: str) -> str:
+    """Where the sandbox mounts the host runtime path ``path``: /tmp is a symlink to /mnt/tmp in there
+    (the sandbox's own tmpfs), so a runtime under /tmp (a CI checkout's venv, say) is mounted below it."""
+    return "/mnt/tmp" + path[len("/tmp"):] if path.startswith("/tmp/") else path
+
+
 # -- kernel interfaces (ctypes over libc and libseccomp) ------------------------------------------
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -252,7 +258,7 @@ def supervisor_probe(cfg):
     fresh_ns = {name: ns.get(name) is not None and ns.get(name) != host["ns"].get(name) for name in host["ns"]}
     root = os.stat("/")
     ms = mounts()
-    allowed = set(cfg["runtime"]) | {"/", "/proc", "/dev", "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom",
+    allowed = {mount_point(p) for p in cfg["runtime"]} | {"/", "/proc", "/dev", "/dev/null", "/dev/zero", "/dev/random", "/dev/urandom",
                                      "/mnt"} | set(cfg["files"])
     writable = [m["point"] for m in ms if "rw" in m["options"].split(",")
                 and m["point"] not in ("/mnt", "/proc") and not m["point"].startswith("/proc/")

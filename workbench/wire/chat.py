@@ -27,7 +27,6 @@ message from ``functions.NAME``          a ``tool`` message (``tool_call_id`` na
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -35,8 +34,9 @@ from openai_harmony import Role
 
 from ..harmony import Conversation, encoding, text_of
 from ..harmony import tokens as T
-from .common import (APIError, History, Segmenter, StopStrings, check_model, effort, flag, function_name,
-                     function_tool, logprob_entry, new_id, number, reasoning_tokens, stop_list, string, text_content)
+from .common import (APIError, History, Segmenter, StopStrings, allowed_recipients, check_model, effort, flag,
+                     function_name, function_tool, logprob_entry, new_id, number, reasoning_tokens, sampling, stop_list,
+                     text_content)
 
 MAX_MESSAGES = 10_000
 FINISH = {"return": "stop", "call": "tool_calls", "end": "stop", "length": "length", "empty": "length",
@@ -66,15 +66,7 @@ class ChatRequest:
 
     @property
     def allowed_recipients(self) -> tuple[str, ...] | None:
-        """Recipients decoding may address (None: any): none -> no calls; required -> a call to any
-        declared function; a named function -> that one only."""
-        if self.tool_choice == "auto":
-            return None
-        if self.tool_choice == "none":
-            return ()
-        if isinstance(self.tool_choice, dict):
-            return (f"functions.{self.tool_choice['name']}",)
-        return tuple(f"functions.{f}" for f in self.functions)
+        return allowed_recipients(self.tool_choice, self.functions, getattr(self, "builtins", ()))
 
     @property
     def must_call(self) -> bool:
@@ -125,9 +117,7 @@ def parse_chat_request(body: dict, model_name: str) -> ChatRequest:
         include_usage=bool(stream_options.get("include_usage", False)),
         n=number(body, "n", 1, 1, 16, integer=True),
         max_tokens=number(body, max_key, None, 1, 2 ** 31, integer=True),
-        temperature=float(number(body, "temperature", 1.0, 0.0, 2.0)),
-        top_p=float(number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)),
-        seed=number(body, "seed", None, -(2 ** 63), 2 ** 64 - 1, integer=True), stop=stop_list(body),
+        **sampling(body), stop=stop_list(body),
         logprobs=logprobs, top_logprobs=top, tool_choice=choice,
         parallel_tool_calls=flag(body, "parallel_tool_calls", True), functions=names,
         response_format=None if fmt is None or fmt["type"] == "text" else fmt)

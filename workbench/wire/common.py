@@ -125,6 +125,28 @@ def check_model(body: dict, model_name: str) -> str:
     return model
 
 
+def sampling(body: dict) -> dict:
+    """``temperature`` [0, 2], ``top_p`` (0, 1] and ``seed`` of a request, checked."""
+    return {"temperature": float(number(body, "temperature", 1.0, 0.0, 2.0)),
+            "top_p": float(number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)),
+            "seed": number(body, "seed", None, -(2 ** 63), 2 ** 64 - 1, integer=True)}
+
+
+BUILTIN_RECIPIENTS = {"python": ("python",), "browser": ("browser.search", "browser.open", "browser.find")}
+
+
+def allowed_recipients(tool_choice, functions, builtins=()) -> tuple[str, ...] | None:
+    """Recipients decoding may address under ``tool_choice`` (None: any declared): none -> no calls;
+    required -> any declared function or built-in; a named function -> that one only."""
+    if tool_choice == "auto":
+        return None
+    if tool_choice == "none":
+        return ()
+    if isinstance(tool_choice, dict):
+        return (f"functions.{tool_choice['name']}",)
+    return tuple(f"functions.{f}" for f in functions) + tuple(r for b in builtins for r in BUILTIN_RECIPIENTS[b])
+
+
 def stop_list(body: dict, name: str = "stop") -> list[str]:
     stop = body.get(name)
     if stop is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..harmony import encoding
 from ..harmony import tokens as T
-from .common import APIError, StopStrings, check_model, flag, new_id, number, stop_list, token_text
+from .common import APIError, StopStrings, check_model, flag, new_id, number, sampling, stop_list, token_text
 
 
 @dataclass
@@ -59,9 +59,7 @@ def parse_completion_request(body: dict, model_name: str) -> tuple[CompletionReq
         prompt=[], model=model, stream=flag(body, "stream", False),
         include_usage=bool(stream_options.get("include_usage", False)), n=number(body, "n", 1, 1, 16, integer=True),
         max_tokens=number(body, "max_tokens", None, 1, 2 ** 31, integer=True),
-        temperature=float(number(body, "temperature", 1.0, 0.0, 2.0)),
-        top_p=float(number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)),
-        seed=number(body, "seed", None, -(2 ** 63), 2 ** 64 - 1, integer=True), stop=stop_list(body),
+        **sampling(body), stop=stop_list(body),
         logprobs=number(body, "logprobs", None, 0, 20, integer=True), echo=flag(body, "echo", False))
     if req.echo:
         raise APIError(400, "'echo' is not supported", "echo")

@@ -39,8 +39,8 @@ from openai_harmony import Role
 
 from ..harmony import Conversation, text_of
 from .chat import HarmonyWriter, call_arguments, tool_functions, wire_name
-from .common import (APIError, History, Segmenter, check_model, effort, flag, function_tool, logprob_entry, new_id,
-                     number, reasoning_tokens, string, text_content)
+from .common import (APIError, History, Segmenter, allowed_recipients, check_model, effort, flag, function_tool,
+                     logprob_entry, new_id, number, reasoning_tokens, sampling, string, text_content)
 
 BROWSER_TYPES = ("web_search", "web_search_preview", "browser_search")
 MAX_ITEMS = 10_000
@@ -69,19 +69,11 @@ class ResponsesRequest:
     max_tool_calls: int | None = None
 
     calls: dict = field(default_factory=dict)  # call id -> (recipient, channel) of every call so far
+    text_format: dict | None = None  # json_object / json_schema (None: text)
 
     @property
     def allowed_recipients(self) -> tuple[str, ...] | None:
-        """Recipients decoding may address (None: any declared)."""
-        if self.tool_choice == "auto":
-            return None
-        if self.tool_choice == "none":
-            return ()
-        if isinstance(self.tool_choice, dict):
-            return (f"functions.{self.tool_choice['name']}",)
-        builtin = [r for b in self.builtins for r in (("python",) if b == "python"
-                                                       else ("browser.search", "browser.open", "browser.find"))]
-        return tuple(f"functions.{f}" for f in self.functions) + tuple(builtin)
+        return allowed_recipients(self.tool_choice, self.functions, getattr(self, "builtins", ()))
 
 
 def parse_responses_request(body: dict, model_name: str, *,
@@ -135,23 +127,25 @@ def parse_responses_request(body: dict, model_name: str, *,
     _add_input(history, body.get("input"))
     text = body.get("text") or {}
     fmt = (text.get("format") or {}) if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type", "text") != "text":
-        raise APIError(400, "'text.format' other than {'type': 'text'} is not supported on /v1/responses",
+    if not isinstance(fmt, dict) or fmt.get("type", "text") not in ("text", "json_object", "json_schema"):
+        raise APIError(400, "'text.format' must be {'type': 'text' | 'json_object' | 'json_schema', ...}",
                        "text.format")
+    if fmt.get("type") == "json_schema" and (not isinstance(fmt.get("schema"), dict)
+                                             or not isinstance(fmt.get("name"), str)):
+        raise APIError(400, "'text.format' json_schema needs a 'name' and a 'schema' object", "text.format")
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise APIError(400, "'metadata' must be an object", "metadata")
     return ResponsesRequest(
         conversation=history.conversation(base), model=model, stream=flag(body, "stream", False),
         max_output_tokens=number(body, "max_output_tokens", None, 1, 2 ** 31, integer=True),
-        temperature=float(number(body, "temperature", 1.0, 0.0, 2.0)),
-        top_p=float(number(body, "top_p", 1.0, 0.0, 1.0, low_open=True)),
-        seed=number(body, "seed", None, -(2 ** 63), 2 ** 64 - 1, integer=True), effort=req_effort,
+        **sampling(body), effort=req_effort,
         instructions=instructions, tools=echo, builtins=tuple(wanted), functions=names, tool_choice=choice,
         parallel_tool_calls=flag(body, "parallel_tool_calls", True), previous_response_id=prev_id,
         store=flag(body, "store", True), metadata=metadata,
         top_logprobs=number(body, "top_logprobs", 0, 0, 20, integer=True),
-        max_tool_calls=number(body, "max_tool_calls", None, 0, 1000, integer=True), calls=dict(history.calls))
+        max_tool_calls=number(body, "max_tool_calls", None, 0, 1000, integer=True), calls=dict(history.calls),
+        text_format=None if fmt.get("type", "text") == "text" else fmt)
 
 
 def _tool_choice(value: Any, names: tuple[str, ...], any_tools: bool):
@@ -271,7 +265,7 @@ class ResponseBuilder:
                "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
                "max_tool_calls": r.max_tool_calls, "metadata": r.metadata, "parallel_tool_calls": r.parallel_tool_calls,
                "previous_response_id": r.previous_response_id, "reasoning": {"effort": r.effort, "summary": None},
-               "store": r.store, "temperature": r.temperature, "text": {"format": {"type": "text"}},
+               "store": r.store, "temperature": r.temperature, "text": {"format": r.text_format or {"type": "text"}},
                "tool_choice": r.tool_choice if isinstance(r.tool_choice, str)
                else {"type": "function", "name": r.tool_choice["name"]},
                "tools": r.tools, "top_p": r.top_p, "truncation": "disabled", "user": None, "usage": None}
