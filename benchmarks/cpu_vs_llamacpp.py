@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -128,7 +129,7 @@ int main(int argc, char** argv) {  /* STREAM-like read: sum a 2 GiB array, best 
     for (size_t i = 0; i < n; ++i) a[i] = 1.0;
     for (int r = 0; r < 5; ++r) {
         double t = omp_get_wtime(), acc = 0;
-        #pragma omp parallel for reduction(+:acc)
+        #pragma omp parallel for simd reduction(+:acc)
         for (size_t i = 0; i < n; ++i) acc += a[i];
         t = omp_get_wtime() - t; s += acc; if (t < best) best = t;
     }
@@ -140,7 +141,7 @@ int main(int argc, char** argv) {  /* STREAM-like read: sum a 2 GiB array, best 
 
 def read_bandwidth(cache: Path, threads: int) -> float:
     """GB/s of a STREAM-like read (2 GiB, ``threads`` OpenMP threads, best of 5)."""
-    exe = cache / "stream_read"
+    exe = cache / f"stream_read-{hashlib.sha256(_STREAM_C.encode()).hexdigest()[:8]}"
     if not exe.is_file():
         (cache / "stream_read.c").write_text(_STREAM_C)
         subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", str(cache / "stream_read.c"), "-o", str(exe)],

@@ -5,7 +5,8 @@ it says is the model's own. The checks are properties and independent oracles: O
 types validate every raw chunk, event and response; the streamed pieces add up to the whole answer
 for the same seed; tool calls obey tool_choice; token log-probabilities agree with a full forward
 pass of the model without the KV cache; the python tool's output in a code_interpreter_call is what
-the tool prints for that code when run here.
+the tool prints for that code when run here. ``SERVE_TEST_CHECKPOINT=PATH`` runs them on another
+checkpoint (they passed on the trained nano model and on the random tiny one).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ USER = [{"role": "user", "content": "Use the tools."}]
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model(default_checkpoint())
+    import os
+
+    return load_model(os.environ.get("SERVE_TEST_CHECKPOINT") or default_checkpoint(), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

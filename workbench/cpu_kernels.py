@@ -12,7 +12,7 @@ saying why. ``WORKBENCH_CPU_KERNELS=0`` turns the kernels off.
 
 What they compute (see the C++ file's header for the exact summation order):
 
-- ``mxfp4_linear(x, w, bias, starts, experts)``: for activation rows grouped by expert,
+- ``mxfp4_linear(x, blocks, scales, bias, starts, experts)``: for activation rows grouped by expert,
   out[rows of e] = x[rows of e] W_e^T + b_e in fp32, with W_e decoded from E2M1 codes and E8M0 scales as it
   is read (never written out). Every product is exact in fp32 and accumulates in fp32: the numbers a
   dequantise-to-fp32-then-matmul computes, summed in another order (relative differences ~1e-7).

@@ -11,8 +11,9 @@ built-in models) and whenever a request restricts tool use (``tool_choice`` none
 function): its recipients are then only the allowed ones, and for required / named the turn may open
 with one analysis message and must then be a call. Parallel calls (chat): after a call to a
 function the model is asked to continue with ``<|start|>assistant``; if its next header is another
-function call that call is kept, otherwise the look-ahead is dropped (gpt-oss writes one call per
-generation; this lets it write several when it means to).
+function call that call is kept once it is complete (its stream deltas are held until then),
+otherwise the look-ahead is dropped (gpt-oss writes one call per generation; this lets it write
+several when it means to). Usage counts every generated token, look-ahead included.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..harmony import Conversation, HarmonyConstraint, encoding
 from ..harmony import tokens as T
 from ..wire import chat as wchat
 from ..wire import completions as wcomp
-from ..wire.common import APIError, new_id
+from ..wire.common import APIError, Segmenter, new_id
 from ..wire.responses import ResponseBuilder, ResponsesRequest
 from .engine import Job
 
@@ -128,7 +129,7 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
                                       **_options(backend, max_tokens=left, temperature=req.temperature, top_p=req.top_p,
                                                  seed=seed, effort=conv.reasoning_effort,
                                                  top_logprobs=req.top_logprobs, processor=processor))
-                kept = True
+                kept, held, calls_before = True, [], len(builder.calls)
                 for event in turn:
                     if job.cancelled or builder.stopped:
                         turn.cancel()
@@ -140,12 +141,21 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
                         turn.cancel()
                         break
                     deltas = builder.push(event, turn.logprobs[-1])
-                    if req.stream:
+                    if lookahead:
+                        held += deltas  # a speculative call is sent only once it is complete
+                    elif req.stream:
                         for d in deltas:
                             yield wchat.chunk(rid, created, model, i, d)
                 left -= len(turn.events)
+                if lookahead and turn.stop_reason != "call":
+                    kept = False  # cut off (tokens, cancel): drop the half-written call
                 if not kept:
+                    del builder.calls[calls_before:]
+                    builder.segmenter = Segmenter()
                     break
+                if req.stream:
+                    for d in held:
+                        yield wchat.chunk(rid, created, model, i, d)
                 stop = turn.stop_reason
                 last = turn.transcript.messages[-1] if turn.transcript.messages else None
                 if not (stop == "call" and req.parallel_tool_calls and last is not None and
