@@ -1,5 +1,6 @@
 """The foundation's commands, run as a user runs them: the installed console script in a subprocess."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -39,9 +40,20 @@ def test_info_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 1 and "missing fields" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_readme_test_command_is_what_ci_runs():
+def test_readme_test_setup_is_what_ci_runs():
+    """README's test set-up line is one command (Debian packages, installs, the test command); .ci/run reads
+    the packages and the test command from that very line (its own parsing lines, run here on it)."""
+    import subprocess
+
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text().splitlines()
-    i = readme.index("<!-- test-command -->")
-    assert readme[i + 1].startswith("```") and readme[i + 2].startswith("python -m pytest")
-    assert "<!-- test-command -->" in (root / ".ci" / "run").read_text()
+    i = readme.index("<!-- test-setup -->")
+    line = readme[i + 2]
+    assert readme[i + 1].startswith("```") and line.startswith("apt-get update && apt-get install -y ")
+    assert "chromium" in line and "bubblewrap" in line and line.endswith("&& python -m pytest -q -p no:cacheprovider")
+    ci = (root / ".ci" / "run").read_text()
+    assert "<!-- test-setup -->" in ci and 'eval "$cmd"' in ci
+    parsing = [x for x in ci.splitlines() if x.startswith(("pkgs=", "cmd="))]
+    out = subprocess.run(["bash", "-c", f"line={json.dumps(line)}\n" + "\n".join(parsing) + '\necho "$pkgs|$cmd"'],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "bubblewrap libseccomp2 chromium|python -m pytest -q -p no:cacheprovider"
