@@ -37,9 +37,9 @@ def test_trace_cli_table(tiny_dir, capsys):
 
 
 def test_trace_cli_weights_and_default_checkpoint(capsys):
-    assert main(["trace", "hi there", "--weights"]) == 0  # no PATH: the built-in tiny model
+    assert main(["trace", "hi there", "--weights"]) == 0  # no PATH: the built-in nano model
     out = capsys.readouterr().out
-    assert "tiny-original-seed0" in out and re.search(r"\d:\.\d\d|\d:1\.00", out)
+    assert "nano-original-" in out and re.search(r"\d:\.\d\d|\d:1\.00", out)
 
 
 def test_trace_cli_errors(tiny_dir, capsys):

@@ -1,7 +1,7 @@
 """Data and widgets for the browser tests: the notebook run in JupyterLab imports this module, and the
 static-export test uses it directly, so both check the same widgets.
 
-Traces come from the built-in tiny model (``workbench.default_checkpoint()``).
+Traces come from the built-in nano model (``workbench.default_checkpoint()``).
 """
 
 from __future__ import annotations
@@ -81,12 +81,12 @@ def tool_trace(transcript) -> ToolTrace:
 
 
 def model_trace(tokens: list[int]):
-    """(trace, source): the built-in tiny model's trace of ``tokens``."""
+    """(trace, source): the built-in nano model's trace of ``tokens``."""
     import workbench
 
     model = workbench.load_model(workbench.default_checkpoint())
     _, trace = model.run_with_trace(torch.tensor(tokens), names=["*.moe.*", "*.attn.sink_prob", "*.attn.probs"])
-    return trace, "tiny model"
+    return trace, "nano model"
 
 
 def checkpoint():

@@ -1,6 +1,6 @@
 """``workbench chat [PATH]``: chat in the terminal, channels in colours, with optional tools.
 
-PATH is a checkpoint folder (default: the built-in tiny model); ``--base-url`` talks to an
+PATH is a checkpoint folder (default: the built-in nano model); ``--base-url`` talks to an
 OpenAI-compatible server instead. Analysis shows dim, commentary yellow, the final answer green,
 tool calls cyan and tool results magenta. Model text is untrusted: control characters (terminal
 escape sequences included) and bidi overrides are escaped before printing.
@@ -24,7 +24,7 @@ def safe(text: str) -> str:
 
 
 def register(p) -> None:
-    p.add_argument("path", nargs="?", help="checkpoint folder (default: the built-in tiny model)")
+    p.add_argument("path", nargs="?", help="checkpoint folder (default: the built-in nano model)")
     p.add_argument("--base-url", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) instead of PATH")
     p.add_argument("--model", default="openai/gpt-oss-20b", help="model name on the server (with --base-url)")
     p.add_argument("--api", choices=["chat", "responses"], default="chat",

@@ -11,7 +11,7 @@ ORDER = 30
 
 def register(p) -> None:
     p.add_argument("args", nargs="+", metavar="[PATH] PROMPT",
-                   help="checkpoint folder (default: the built-in tiny model) and the prompt text "
+                   help="checkpoint folder (default: the built-in nano model) and the prompt text "
                         "(Harmony special tokens such as <|start|> are allowed)")
     p.add_argument("--weights", action="store_true", help="show routing weights next to the expert ids")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="compute dtype (default bf16)")
