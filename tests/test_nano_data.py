@@ -88,6 +88,8 @@ def test_addition_working_is_right(seed):
     assert int("".join(map(str, reversed(digits)))) == a + b and len(cols) == len(str(a + b)) or (a + b == 0)
     top = re.search(r"From the top: (.*)\.", text).group(1)
     assert [int(d) for d in re.findall(r"\d", top)] == [int(c) for c in str(a + b).zfill(len(cols))]
+    regroup = re.search(r"In groups: (.*)\.", text).group(1)
+    assert regroup == ", ".join(f"{' '.join(g)} is {g}" for g in f"{a + b:,}".split(","))
     assert high.messages[-1].content[0].text == f"{a:,} + {b:,} = {a + b:,}"
     _, medium = _conversation("addition", "medium", seed)
     groups = re.findall(r"^(\d+)\+(\d+)\+(\d)=([\d,]+)(?: carry (\d))?$", _analysis(medium), re.M)
@@ -156,6 +158,6 @@ def test_deterministic_and_disjoint_from_held_out(examples):
         if family != "greeting":
             held = {t.question for t in data.heldout_tasks(family, 200)}
             assert len(held) > 20 and not held & questions
-    evals = {s.question for d in range(1, 6) for s in generated("addition", d).samples()}
+    evals = {s.question for kind in ("addition", "product") for d in range(1, 6) for s in generated(kind, d).samples()}
     assert not evals & questions and evals <= data.eval_task_questions()
     assert {e.family for e in examples} == set(data.MAKERS) and {e.effort for e in examples} == set(data.EFFORTS)

@@ -18,7 +18,8 @@ Families (``FAMILIES``) and what the effort changes:
   then the days counted out by name; medium: n = 7q + r in one line; low: none.
 - ``counting``: the ``counting`` eval task's question. high: the list walked with a running count;
   medium: the matches listed; low: none.
-- ``python``: products of two 4-7 digit numbers and powers, which need the python tool: a call to
+- ``python``: products of two 4-7 digit numbers (some asked as the ``product`` eval task asks, answered in
+  ``\\boxed{}``) and powers, which need the python tool: a call to
   ``python`` on the analysis channel (as gpt-oss calls its built-in tools), the printed result, a final
   answer copying it. Effort changes the planning text only.
 - ``function``: ``get_weather`` / ``convert_currency`` (``workbench.nano.functions``) called on the
@@ -50,7 +51,7 @@ from typing import Callable, Iterator, Sequence
 
 from openai_harmony import Role
 
-from ..evals.tasks import _counting, addition_question
+from ..evals.tasks import _counting, _product, addition_question
 from ..harmony import Conversation, encoding
 from ..harmony import tokens as T
 from .functions import CITIES, NANO_FUNCTIONS, RATES
@@ -131,7 +132,8 @@ def addition_analysis(a: int, b: int, effort: str) -> str:
         lines.append(f"{PLACES[width]} 0+0+{carry}={carry} carry 0")
         written.append(carry)
     top = ", ".join(f"{PLACES[p]} {written[p]}" for p in range(len(written) - 1, -1, -1))
-    return "\n".join(lines + [f"From the top: {top}.", f"So the sum is {a + b:,}."])
+    groups = ", ".join(f"{' '.join(g)} is {g}" for g in f"{a + b:,}".split(","))
+    return "\n".join(lines + [f"From the top: {top}.", f"In groups: {groups}.", f"So the sum is {a + b:,}."])
 
 
 def _operand(rng: random.Random) -> int:
@@ -200,8 +202,14 @@ def counting(rng: random.Random) -> Task:
 
 
 def python_question(rng: random.Random) -> tuple[str, str, str, str]:
-    """(question, code, target, what): a product of two 4-7 digit numbers, or a power."""
-    if rng.random() < 0.75:
+    """(question, code, target, what): a product of two 4-7 digit numbers (half of them as the ``product`` eval
+    task asks it), or a power."""
+    r = rng.random()
+    if r < 0.4:
+        question, target = _product(rng, rng.randint(1, 4))
+        a, b = (int(x.replace(",", "")) for x in re.findall(r"[\d,]+(?= ×|\?)", question))
+        return question, f'print(f"{{{a:_} * {b:_}:,}}")', target, "product"
+    if r < 0.8:
         a, b = (rng.randint(10 ** (n - 1), 10 ** n - 1) for n in (rng.randint(4, 7), rng.randint(4, 7)))
         return (f"What is {a:,} × {b:,}?", f'print(f"{{{a:_} * {b:_}:,}}")', str(a * b), "product")
     base, exp = rng.randint(11, 99), rng.randint(6, 15)
@@ -210,7 +218,8 @@ def python_question(rng: random.Random) -> tuple[str, str, str, str]:
 
 def python_task(rng: random.Random) -> Task:
     question, code, target, what = python_question(rng)
-    shown = question.removeprefix("What is ").removesuffix("?")
+    shown = question.removeprefix("What is ").split("?")[0]
+    boxed = "\\boxed{}" in question
 
     def steps(effort: str) -> Plan:
         if effort == "high":
@@ -221,7 +230,7 @@ def python_task(rng: random.Random) -> Task:
         result = (yield Step("python", code)).strip()
         if effort == "high":
             yield Step("analysis", f"python printed {result}.")
-        yield Step("final", f"{shown} = {result}")
+        yield Step("final", f"{shown} = \\boxed{{{result}}}" if boxed else f"{shown} = {result}")
     return Task("python", question, target, steps, tools=("python",), meta={"code": code})
 
 
@@ -474,11 +483,11 @@ def heldout_tasks(family: str, n: int, seed: int = 0) -> list[Task]:
 
 @lru_cache(maxsize=1)
 def eval_task_questions() -> frozenset[str]:
-    """The questions of the ``addition`` and ``counting`` eval tasks (difficulties 1-5, seeds 0-2): the
-    held-out measurements through ``workbench eval`` ask these, so training never does."""
+    """The questions of the ``addition``, ``counting`` and ``product`` eval tasks (difficulties 1-5, seeds 0-2):
+    the held-out measurements through ``workbench eval`` ask these, so training never does."""
     from ..evals.tasks import generated
 
-    return frozenset(x.question for kind in ("addition", "counting") for d in range(1, 6) for s in range(3)
+    return frozenset(x.question for kind in ("addition", "counting", "product") for d in range(1, 6) for s in range(3)
                      for x in generated(kind, d, seed=s).samples())
 
 
