@@ -259,8 +259,9 @@ def test_model_is_an_nn_module_with_canonical_names(m32, tiny_dir):
 
 @pytest.mark.parametrize("T,S,window,offset,Hq,Hkv", [(20, 20, 6, 0, 4, 2), (7, 30, None, 23, 6, 3),
                                                       (16, 40, 9, 24, 5, 5), (33, 33, None, 0, 8, 1)])
-def test_fused_attention_path_equals_eager(T, S, window, offset, Hq, Hkv):
-    """The SDPA path (sink as an extra zero key scored sink_h) equals the eager softmax with a sink column."""
+def test_fused_attention_path_equals_eager(T, S, window, offset, Hq, Hkv, monkeypatch):
+    """The SDPA path (the sink as an extra key and head dimension; query chunks) equals the eager softmax with a
+    sink column, and so does the sink mass it returns."""
     from workbench.model import attention_with_sinks, sdpa_with_sinks
 
     g = torch.Generator().manual_seed(T)
@@ -269,6 +270,13 @@ def test_fused_attention_path_equals_eager(T, S, window, offset, Hq, Hkv):
     a = attention_with_sinks(q, k, v, sinks, 0.25, window, offset)
     b = sdpa_with_sinks(q, k, v, sinks, 0.25, window, offset)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    import workbench.model as wm  # the GPU layout: the sink dimension padded to a multiple of 8 with zeros
+
+    monkeypatch.setattr(wm, "_sink_width", lambda D, device: -(-(D + 1) // 8) * 8)
+    c, sp = sdpa_with_sinks(q, k, v, sinks, 0.25, window, offset, return_sink_prob=True, chunk=5)
+    _, want_sp = attention_with_sinks(q, k, v, sinks, 0.25, window, offset, return_sink_prob=True)
+    torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sp, want_sp, rtol=1e-5, atol=1e-6)
 
 
 def test_expert_chunking_does_not_change_results(m32, tokens, monkeypatch):

@@ -255,6 +255,12 @@ def attention_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: 
 _SDPA_CHUNK = 512  # queries per fused call: the mask and the kernel's buffers stay ~chunk x keys bytes
 
 
+def _sink_width(D: int, device: torch.device) -> int:
+    """Head width with the sink dimension: D + 1 on a CPU (its flash kernel takes any width); a multiple of
+    8 elsewhere (CUDA's memory-efficient kernel needs one, else SDPA falls back to the unfused math)."""
+    return D + 1 if device.type == "cpu" else -(-(D + 1) // 8) * 8
+
+
 def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float, window: int | None = None,
                     offset: int = 0, *, positions: Positions | None = None, return_sink_prob: bool = False,
                     chunk: int | None = None):
@@ -275,12 +281,14 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float
     pos = _key_positions(positions, T, S, offset, q.device)
     cdt = compute_dtype(q.dtype, q.device)
     chunk = chunk or _SDPA_CHUNK
-    # keys with the sink key first: [B, Hkv, 1 + S, D + 1]
-    unit = torch.zeros((B, Hkv, 1, D + 1), dtype=cdt, device=q.device)
+    width = _sink_width(D, q.device)  # D + 1, or more (zeros) where fused kernels want a multiple of 8
+    # keys with the sink key first: [B, Hkv, 1 + S, width]
+    unit = torch.zeros((B, Hkv, 1, width), dtype=cdt, device=q.device)
     unit[..., D] = 1
-    pad = lambda x: F.pad(x.to(cdt).transpose(1, 2), (0, 1))
+    pad = lambda x: F.pad(x.to(cdt).transpose(1, 2), (0, width - D))
     k1, v1 = torch.cat([unit, pad(k)], 2), torch.cat([unit, pad(v)], 2)
-    sink_col = (sinks.float() / scale).clamp(-1e30, 1e30).to(cdt).view(1, Hq, 1, 1)  # finite: -inf * 0 is nan
+    sink_col = torch.zeros((1, Hq, 1, width - D), dtype=cdt, device=q.device)
+    sink_col[..., 0] = (sinks.float() / scale).clamp(-1e30, 1e30).view(1, Hq, 1)  # finite: -inf * 0 is nan
     outs = []
     for a in range(0, T, chunk):
         b = min(T, a + chunk)
@@ -288,7 +296,7 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor, scale: float
         if pos.offset is not None:
             hi = min(S, pos.offset + b)
             lo = max(0, pos.offset + a - window + 1) if window else 0
-        qa = torch.cat([q[:, a:b].to(cdt).transpose(1, 2), sink_col.expand(B, Hq, b - a, 1)], -1)
+        qa = torch.cat([q[:, a:b].to(cdt).transpose(1, 2), sink_col.expand(B, Hq, b - a, width - D)], -1)
         if lo == 0:
             ka, va = k1[:, :, :1 + hi], v1[:, :, :1 + hi]
         else:
