@@ -6,8 +6,8 @@ The peer is this checkout's ``workbench`` copied to a temporary folder with the 
 research toolkit taken out: ``attn.z`` is not called, the per-pick branch for ``moe.act`` /
 ``moe.expert_out`` is never taken and ``workbench.hooks.POINTS`` does not list them (the edits are
 checked, so the script fails if the code moves). ``--against REV`` compares with a git revision instead
-(``git archive``; other changes since then count too). Each round runs one child process per side,
-alternating, on the same checkpoint; each child times (best of 3):
+(``git archive``; other changes since then count too). Each round runs one child process per side
+(which side goes first alternates from round to round) on the same checkpoint; each child times (best of 3):
 
 - forward: ``model(tokens)`` on a 64-token prompt (no hooks: no hook state at all);
 - decode: 16 cached single-token steps (where per-call overhead would show first);
@@ -127,8 +127,9 @@ def main() -> None:
         for preset in args.presets.split(","):
             ckpt = make_tiny_checkpoint(Path(tmp) / preset, preset=preset)
             times: dict[str, dict[str, list[float]]] = {"this": {}, "base": {}}
-            for _ in range(args.rounds):
-                for side, checkout in (("this", ROOT), ("base", base)):
+            for r in range(args.rounds):
+                sides = (("this", ROOT), ("base", base))
+                for side, checkout in sides if r % 2 == 0 else sides[::-1]:  # alternate who goes first
                     for k, v in run_child(checkout, ckpt, args.threads).items():
                         times[side].setdefault(k, []).append(v)
             print(f"\n{preset}: median of {args.rounds} rounds (each best of 3)")
