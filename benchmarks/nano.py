@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--families", default="addition,python,function,weekday,counting")
     p.add_argument("--efforts", default="low,medium,high")
     p.add_argument("--dense", default=None, metavar="STATE", help="training state.pt: also measure it unquantised")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="compute dtype (the weights are bf16 and MXFP4 either way; default %(default)s)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "nano.json"))
     p.add_argument("--routing", default=str(ROOT / "docs" / "nano-routing.png"))
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     path = args.checkpoint or default_checkpoint()
-    model = load_model(path)
+    model = load_model(path, dtype=args.dtype)
     families, efforts = args.families.split(","), args.efforts.split(",")
     records, timings = [], {}
     for family in families:
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     all_gens = sum(r.generations for r in records)
     clean = sum(r.clean_generations for r in records) / max(1, all_gens)
     masses = [m for r in records for m in r.untrained_mass]
-    out = {"checkpoint": str(path), "summary": [dataclasses.asdict(r) for r in rows], "parse_clean_all": clean,
+    out = {"checkpoint": str(path), "dtype": args.dtype, "summary": [dataclasses.asdict(r) for r in rows], "parse_clean_all": clean,
            "generations": all_gens, "mean_untrained_mass": sum(masses) / max(1, len(masses)),
            "max_untrained_mass": max(masses, default=0.0), "timings_s": timings}
     print(f"all generations: {all_gens}, clean {clean:.2%}; untrained mass mean {out['mean_untrained_mass']:.2e}")
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         from workbench.nano.ship import dense_checkpoint_from_state
 
         with tempfile.TemporaryDirectory() as tmp:
-            dense = load_model(dense_checkpoint_from_state(args.dense, Path(tmp) / "dense"))
+            dense = load_model(dense_checkpoint_from_state(args.dense, Path(tmp) / "dense"), dtype=args.dtype)
             drecs = [r for f in families for e in efforts for r in ev.measure(dense, f, e, args.n, progress=True)]
         drows = ev.summarize(drecs)
         print("before MXFP4 quantisation (bf16 dense experts):")

@@ -4,7 +4,7 @@ at concurrency 1, 4 and 16, next to an older server's figures measured in the sa
     flock /work/coord/heavy.lock python benchmarks/serve.py [--old c0cab3c] [--requests 32] [--max-tokens 32]
 
 Each server runs in its own process (``python -m workbench.cli serve CHECKPOINT --port 0``) on the built-in
-model (``workbench.tiny.default_checkpoint()``, or ``--checkpoint``). ``--old COMMIT`` extracts that
+model (``workbench.default_checkpoint("tiny")``, or ``--checkpoint``). ``--old COMMIT`` extracts that
 commit's ``workbench/`` package into a temporary folder and serves the same checkpoint with it, so both
 servers are measured on one machine under one load; the old hand-written server had no Responses API.
 The client is the official ``openai`` package, one thread per concurrent stream, every request
@@ -159,7 +159,7 @@ def main() -> None:
     if args.checkpoint is None:
         from workbench.tiny import default_checkpoint
 
-        args.checkpoint = default_checkpoint()
+        args.checkpoint = default_checkpoint("tiny")
     print(f"load before: {os.getloadavg()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

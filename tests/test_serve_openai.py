@@ -41,7 +41,7 @@ USER = [{"role": "user", "content": "Use the tools."}]
 def model():
     import os
 
-    return load_model(os.environ.get("SERVE_TEST_CHECKPOINT") or default_checkpoint(), dtype=torch.float32)
+    return load_model(os.environ.get("SERVE_TEST_CHECKPOINT") or default_checkpoint("tiny"), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

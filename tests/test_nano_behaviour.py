@@ -1,0 +1,64 @@
+"""The shipped nano model's behaviour on held-out questions, with smaller n than benchmarks/nano.py (fast): it
+writes clean Harmony unconstrained at temperature 1, works harder and gets more right at higher reasoning
+effort, calls the real python tool and functions correctly, and keeps its probability on trained ids.
+
+Thresholds sit below the measured figures (docs/nano-model.md) by a margin for the smaller n; a random
+model of the same shape scores 0 on every one of them (checked in the last test)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench
+from workbench.nano import evaluate as ev
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return workbench.load_model(workbench.default_checkpoint(), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def addition(nano):
+    return {effort: ev.measure(nano, "addition", effort, 24, seed=1) for effort in ("low", "high")}
+
+
+def test_addition_accuracy_rises_with_effort(addition):
+    high = sum(r.correct for r in addition["high"])
+    low = sum(r.correct for r in addition["low"])
+    assert high >= HIGH_MIN, high
+    assert low <= LOW_MAX and low < high, (low, high)
+    analysis = {e: sum(r.analysis_tokens for r in rs) / len(rs) for e, rs in addition.items()}
+    assert analysis["high"] > 8 * analysis["low"]  # high effort: the column-by-column working
+
+
+def test_clean_harmony_and_trained_ids_only(addition):
+    records = [r for rs in addition.values() for r in rs]
+    assert sum(r.clean_generations for r in records) == sum(r.generations for r in records)
+    masses = [m for r in records for m in r.untrained_mass]
+    assert sum(masses) / len(masses) < 1e-3
+
+
+def test_python_tool_in_the_loop(nano):
+    records = ev.measure(nano, "python", "medium", 12, seed=1)
+    ok_calls = sum(any(c["recipient"] == "python" and c["content_type"] == "code" and c["channel"] == "analysis"
+                       and c["error"] is None for c in r.tool_calls) for r in records)
+    assert ok_calls >= PY_CALLS_MIN and sum(r.correct for r in records) >= PY_RIGHT_MIN
+
+
+def test_function_tools_in_the_loop(nano):
+    records = ev.measure(nano, "function", "high", 12, seed=1)
+    assert all(r.tool_calls and r.tool_calls[0]["channel"] == "commentary" for r in records)
+    assert sum(r.correct for r in records) >= FN_RIGHT_MIN
+
+
+def test_a_random_model_of_the_same_shape_fails_these_checks(tmp_path):
+    from workbench.nano.ship import read_weights
+
+    cfg = read_weights()[0]
+    random = workbench.load_model(workbench.make_tiny_checkpoint(tmp_path, config=cfg), dtype=torch.float32)
+    records = ev.measure(random, "addition", "high", 4, seed=1, max_new_tokens=60)
+    assert sum(r.correct for r in records) == 0 and sum(r.clean_generations for r in records) < len(records)
