@@ -1,10 +1,13 @@
-"""What registered-but-unused hook points cost: this checkout against an earlier one, interleaved.
+"""What registered-but-unused hook points cost: this checkout against itself without the new points.
 
-    python benchmarks/hooks_overhead.py [--against REV] [--presets tiny,small] [--rounds 5] [--threads 1]
+    python benchmarks/hooks_overhead.py [--presets tiny,small] [--rounds 5] [--threads 1] [--against REV]
 
-``--against`` (default: the commit before ``workbench/hooks.py`` appeared, i.e. before the ``attn.z``,
-``moe.act`` and ``moe.expert_out`` points) is exported (``git archive``) into a temporary folder. Each round runs
-one child process per checkout, alternating, on the same checkpoint; each child times (best of 3):
+The peer is this checkout's ``workbench`` copied to a temporary folder with the three points of the
+research toolkit taken out: ``attn.z`` is not called, the per-pick branch for ``moe.act`` /
+``moe.expert_out`` is never taken and ``workbench.hooks.POINTS`` does not list them (the edits are
+checked, so the script fails if the code moves). ``--against REV`` compares with a git revision instead
+(``git archive``; other changes since then count too). Each round runs one child process per side
+(which side goes first alternates from round to round) on the same checkpoint; each child times (best of 3):
 
 - forward: ``model(tokens)`` on a 64-token prompt (no hooks: no hook state at all);
 - decode: 16 cached single-token steps (where per-call overhead would show first);
@@ -12,8 +15,8 @@ one child process per checkout, alternating, on the same checkpoint; each child 
   state exists, so every point (the new ones too) is asked whether it is wanted, and none of the new
   ones is.
 
-Prints the median over rounds of each time and the ratio this / against (1.00 = the same). The children
-use only API both checkouts have. Absolute times on a shared machine mean little; compare ratios.
+Prints the median over rounds of each time and the ratio this / peer (1.00 = the same). The children
+use only API both sides have. Absolute times on a shared machine mean little; compare ratios.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +61,7 @@ def decode(traced):
 
 with torch.no_grad():
     print(json.dumps({
+        "hook points": len(model.hook_names()),
         "forward": best(lambda: model(prompt)),
         "traced forward": best(lambda: model.run_with_trace(prompt, "blocks.*.resid_post")),
         "decode": best(lambda: decode(False)),
@@ -76,34 +81,61 @@ def run_child(checkout: Path, ckpt: Path, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+STRIP = {  # file -> (text, replacement): the new points taken out of the peer
+    "model.py": [('        a = hp("attn.z", a)  # [B, T, Hq, D]\n', ""),
+                 ("        if ctx.run is not None and any(ctx.run.wants(f\"blocks.{self.layer}.{p}\") for p in MOE_PER_PICK):",
+                  "        if False:")],
+    "hooks.py": [("\n)\n\n_BY_SUFFIX", "\n)\nPOINTS = tuple(p for p in POINTS if p.suffix not in "
+                  "(\"attn.z\", \"moe.act\", \"moe.expert_out\"))\n\n_BY_SUFFIX")],
+}
+
+
+def stripped_copy(dest: Path) -> None:
+    """This checkout's workbench package without the new points, at ``dest/workbench``."""
+    shutil.copytree(ROOT / "workbench", dest / "workbench", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, edits in STRIP.items():
+        path = dest / "workbench" / name
+        text = path.read_text()
+        for old, new in edits:
+            if text.count(old) != 1:
+                raise SystemExit(f"benchmarks/hooks_overhead.py: {name} no longer has {old!r} once; update STRIP")
+            text = text.replace(old, new)
+        path.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--against", default=None, help="git revision to compare with (default: before hooks.py)")
+    ap.add_argument("--against", default=None, help="a git revision to compare with instead of the stripped copy")
     ap.add_argument("--presets", default="tiny,small")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     from workbench import make_tiny_checkpoint
 
-    against = args.against or git("log", "--diff-filter=A", "--format=%H", "--", "workbench/hooks.py").split()[-1] + "^"
-    rev = git("rev-parse", "--short", against)
-    print(f"this checkout ({git('rev-parse', '--short', 'HEAD')}, plus uncommitted changes) vs {rev}; "
+    rev = git("rev-parse", "--short", args.against) if args.against else "stripped"
+    print(f"this checkout ({git('rev-parse', '--short', 'HEAD')}, plus uncommitted changes) vs "
+          f"{rev if args.against else 'itself without attn.z / moe.act / moe.expert_out'}; "
           f"{args.threads} thread(s), {args.rounds} rounds, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="hooks-overhead-") as tmp:
         base = Path(tmp) / "base"
         base.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        if args.against:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        else:
+            stripped_copy(base)
         for preset in args.presets.split(","):
             ckpt = make_tiny_checkpoint(Path(tmp) / preset, preset=preset)
             times: dict[str, dict[str, list[float]]] = {"this": {}, "base": {}}
-            for _ in range(args.rounds):
-                for side, checkout in (("this", ROOT), ("base", base)):
+            for r in range(args.rounds):
+                sides = (("this", ROOT), ("base", base))
+                for side, checkout in sides if r % 2 == 0 else sides[::-1]:  # alternate who goes first
                     for k, v in run_child(checkout, ckpt, args.threads).items():
                         times[side].setdefault(k, []).append(v)
             print(f"\n{preset}: median of {args.rounds} rounds (each best of 3)")
             print(f"{'':16} {'this':>10} {rev:>10} {'ratio':>7}")
-            for k in times["this"]:
+            print(f"{'hook points':16} {times['this']['hook points'][0]:>10} {times['base']['hook points'][0]:>10}")
+            for k in list(times["this"])[1:]:
                 a, b = statistics.median(times["this"][k]), statistics.median(times["base"][k])
                 print(f"{k:16} {a * 1e3:8.2f}ms {b * 1e3:8.2f}ms {a / b:6.3f}x")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")

@@ -127,7 +127,7 @@ def measure(label: str, checkpoint: Path, pythonpath: str | None, args) -> list[
     proc, url = start_server(checkpoint, pythonpath, args.server_arg or [])
     rows = []
     try:
-        for api in ("chat", "responses"):
+        for api in args.apis:
             if not supports(url, api):
                 print(f"{label}: no {api} API", flush=True)
                 continue
@@ -153,6 +153,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=32, help="requests per round (at least the concurrency)")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    p.add_argument("--apis", type=lambda s: s.split(","), default=["chat", "responses"])
     p.add_argument("--server-arg", action="append", help="extra argument for both servers (repeatable)")
     args = p.parse_args()
     if args.checkpoint is None:

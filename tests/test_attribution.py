@@ -169,3 +169,15 @@ def test_integrated_gradients_one_step_is_the_midpoint_gradient(m32):
     assert filler.attrs["baseline_metric"] == pytest.approx(float(metric(m32(torch.full((7,), 17)))), rel=1e-4)
     with pytest.raises(ValueError, match="baseline has 3 tokens"):
         integrated_gradients(m32, tokens, metric, baseline=tokens[:3])
+
+
+def test_last_only_gives_the_same_tables_for_a_last_position_metric(m32):
+    clean = torch.randint(0, m32.config.vocab_size, (7,), generator=torch.Generator().manual_seed(8))
+    corrupt = clean.clone()
+    corrupt[3] = (corrupt[3] + 17) % m32.config.vocab_size
+    metric = lambda logits: logits[-1, 5] - logits[-1, 9]  # noqa: E731
+    full = compare_with_patching(m32, clean, corrupt, metric, layers=[1, 3])
+    last = compare_with_patching(m32, clean, corrupt, metric, layers=[1, 3], last_only=True)
+    torch.testing.assert_close(torch.tensor(last[["estimate", "actual"]].to_numpy()),
+                               torch.tensor(full[["estimate", "actual"]].to_numpy()), rtol=1e-4, atol=1e-5)
+    assert last.attrs["pearson"] == pytest.approx(full.attrs["pearson"], abs=1e-4)

@@ -77,12 +77,14 @@ def _point(name: str) -> str:
     return hooks.point(name).suffix
 
 
-def attribution_patching(model, clean, corrupt, metric: Metric, *, points: Sequence[str] = DEFAULT_POINTS):
+def attribution_patching(model, clean, corrupt, metric: Metric, *, points: Sequence[str] = DEFAULT_POINTS,
+                         last_only: bool = False):
     """First-order estimates of patching each activation from ``clean`` into ``corrupt`` (same length).
 
-    ``metric(logits [T, V]) -> scalar``. Returns a long DataFrame: ``point`` ("resid_post", "attn.z", ...),
-    ``layer`` (-1 for embed), ``position``, ``unit`` (head or expert for such points, else -1),
-    ``estimate``. ``.attrs``: ``clean`` and ``corrupt`` (the metric on each run).
+    ``metric(logits [T, V]) -> scalar`` (``last_only``: it reads the last position only, and gets [1, V]).
+    Returns a long DataFrame: ``point`` ("resid_post", "attn.z", ...), ``layer`` (-1 for embed),
+    ``position``, ``unit`` (head or expert for such points, else -1), ``estimate``. ``.attrs``: ``clean``
+    and ``corrupt`` (the metric on each run).
     """
     import pandas as pd
 
@@ -92,8 +94,8 @@ def attribution_patching(model, clean, corrupt, metric: Metric, *, points: Seque
                          f"{list(corrupt.shape)}")
     names = _names(model, points)
     with torch.no_grad():
-        clean_logits, clean_tr = model.run_with_trace(clean, names=names)
-    _, tr = model.run_with_trace(corrupt, names=names, grad_of=metric)
+        clean_logits, clean_tr = model.run_with_trace(clean, names=names, last_only=last_only)
+    _, tr = model.run_with_trace(corrupt, names=names, grad_of=metric, last_only=last_only)
     frames = []
     for name, grad in tr.grads.items():
         est, unit = _per_unit(((clean_tr[name].float() - tr[name].float()) * grad.float()).cpu(), name)
@@ -111,15 +113,15 @@ def attribution_patching(model, clean, corrupt, metric: Metric, *, points: Seque
 
 
 def compare_with_patching(model, clean, corrupt, metric: Metric, *, point: str = "resid_post",
-                          layers=None, positions=None):
+                          layers=None, positions=None, last_only: bool = False):
     """Attribution patching against real activation patching (``interventions.patching_sweep``) at one
     residual-shaped point, per (layer, position): a DataFrame with ``estimate`` and ``actual`` (the
     metric change each patch really makes) and ``.attrs["pearson"]`` (their correlation)."""
     from .interventions import patching_sweep
 
-    est = attribution_patching(model, clean, corrupt, metric, points=[point])
+    est = attribution_patching(model, clean, corrupt, metric, points=[point], last_only=last_only)
     real = patching_sweep(model, clean, corrupt, lambda logits: float(metric(logits)), layers=layers,
-                          positions=positions, point=point)
+                          positions=positions, point=point, last_only=last_only)
     actual = (real - real.attrs["corrupt"]).stack().rename("actual").reset_index()
     df = est.merge(actual, on=["layer", "position"])[["layer", "position", "estimate", "actual"]]
     df.attrs.update(clean=est.attrs["clean"], corrupt=est.attrs["corrupt"],

@@ -44,16 +44,18 @@ def token_labels(tokens: Sequence[int], *, prompt_length: int = 0, effort: str |
     from .harmony import parse_tokens
     from .harmony.tokens import START
 
+    import pandas as pd
+
     tokens = [int(t) for t in tokens]
     full = bool(tokens) and tokens[0] == START
-    df = parse_tokens(tokens, role=None if full else "assistant").to_dataframe()
-    df = df[["position", "id", "text", "kind", "role", "channel", "recipient", "message"]].copy()
-    for col in ("role", "channel", "recipient"):
-        df[col] = df[col].fillna(NONE)
-    df["message"] = df["message"].fillna(-1).astype(int)
-    df["part"] = ["prompt" if p < prompt_length else "completion" for p in df["position"]]
-    df["effort"] = effort or NONE
-    return df
+    events = parse_tokens(tokens, role=None if full else "assistant").events
+    return pd.DataFrame({
+        "position": [e.position for e in events], "id": [e.id for e in events], "text": [e.text for e in events],
+        "kind": [e.kind for e in events], "role": [e.role or NONE for e in events],
+        "channel": [e.channel or NONE for e in events], "recipient": [e.recipient or NONE for e in events],
+        "message": [-1 if e.message is None else e.message for e in events],
+        "part": ["prompt" if e.position < prompt_length else "completion" for e in events],
+        "effort": effort or NONE})
 
 
 class LabelledTrace:

@@ -295,12 +295,15 @@ def patch(source: Mapping[str, Tensor], names: str | Sequence[str] | None = None
 
 
 def patching_sweep(model, clean_tokens, corrupt_tokens, metric: Callable[[Tensor], float], *,
-                   layers: Layers = None, positions: Positions = None, point: str = "resid_post"):
+                   layers: Layers = None, positions: Positions = None, point: str = "resid_post",
+                   last_only: bool = False):
     """Activation patching: for each layer and position, run ``corrupt_tokens`` with ``blocks.{l}.{point}``
     at that position taken from the clean run, and record ``metric(logits)``.
 
     Returns a DataFrame (layer x position); ``.attrs["clean"]`` and ``.attrs["corrupt"]`` hold the metric
-    without patching. Prompts must have the same length.
+    without patching. Prompts must have the same length. ``last_only``: the metric reads the last
+    position only, so only its logits are computed (``logits`` is then [1, V]; much faster for a large
+    vocabulary).
     """
     import pandas as pd
 
@@ -314,13 +317,14 @@ def patching_sweep(model, clean_tokens, corrupt_tokens, metric: Callable[[Tensor
         [positions] if isinstance(positions, int) else list(range(T))[positions] if isinstance(positions, slice)
         else list(positions))
     with torch.no_grad():
-        clean_logits, clean = model.run_with_trace(clean_tokens, names=[f"blocks.{l}.{point}" for l in layer_list])
+        clean_logits, clean = model.run_with_trace(clean_tokens, names=[f"blocks.{l}.{point}" for l in layer_list],
+                                                   last_only=last_only)
         data = {}
         for layer in layer_list:
             name = f"blocks.{layer}.{point}"
-            data[layer] = [float(metric(model.run_with_hooks(corrupt_tokens, patch(clean, name, positions=[p]))))
-                           for p in pos_list]
-        corrupt_logits = model(corrupt_tokens)
+            data[layer] = [float(metric(model.run_with_hooks(corrupt_tokens, patch(clean, name, positions=[p]),
+                                                             last_only=last_only))) for p in pos_list]
+        corrupt_logits = model(corrupt_tokens, last_only=last_only)
     df = pd.DataFrame.from_dict(data, orient="index", columns=pos_list)
     df.index.name, df.columns.name = "layer", "position"
     df.attrs["clean"] = float(metric(clean_logits))

@@ -110,24 +110,27 @@ def decompose_residual(model, trace: Trace | Tensor, *, positions=None, batch: i
     return torch.cat(parts), component_index(model.config)
 
 
-def _unembed_direction(model, target: Target, T: int, pos: list[int]) -> tuple[Tensor, str]:
-    """scale * (Wu_a [- Wu_b]) per asked position: [P, H] fp32, and a description of the target."""
-    Wu = model.unembedding
-    scale = model.norm.scale.float()
+def _target_ids(target: Target, T: int, pos: list[int]) -> tuple[Tensor, Tensor | None, str]:
+    """(plus ids [P], minus ids [P] or None, description): the target is logit[plus] - logit[minus]."""
     if isinstance(target, tuple) and len(target) == 2:
         a, b = int(target[0]), int(target[1])
-        d = (Wu[a].float() - Wu[b].float())[None].expand(len(pos), -1)
-        what = f"logit[{a}] - logit[{b}]"
-    elif isinstance(target, int) or (isinstance(target, Tensor) and target.dim() == 0):
-        d = Wu[int(target)].float()[None].expand(len(pos), -1)
-        what = f"logit[{int(target)}]"
-    else:
-        ids = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-        if ids.numel() != T:
-            raise ValueError(f"a per-position target needs {T} token ids (one per position), got {ids.numel()}")
-        d = Wu[ids[pos].to(Wu.device)].float()
-        what = "logit[target[position]]"
-    return (d * scale).cpu(), what
+        return torch.full((len(pos),), a), torch.full((len(pos),), b), f"logit[{a}] - logit[{b}]"
+    if isinstance(target, int) or (isinstance(target, Tensor) and target.dim() == 0):
+        return torch.full((len(pos),), int(target)), None, f"logit[{int(target)}]"
+    ids = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if ids.numel() != T:
+        raise ValueError(f"a per-position target needs {T} token ids (one per position), got {ids.numel()}")
+    return ids[pos], None, "logit[target[position]]"
+
+
+def _unembed_direction(model, target: Target, T: int, pos: list[int]) -> tuple[Tensor, str]:
+    """scale * (Wu_plus - Wu_minus) per asked position: [P, H] fp32, and a description of the target."""
+    plus, minus, what = _target_ids(target, T, pos)
+    Wu = model.unembedding
+    d = Wu[plus.to(Wu.device)].float()
+    if minus is not None:
+        d = d - Wu[minus.to(Wu.device)].float()
+    return (d * model.norm.scale.float()).cpu(), what
 
 
 def _final_rms(model, x: Tensor) -> Tensor:
@@ -162,18 +165,15 @@ def direct_logit_attribution(model, trace: Trace | Tensor, target: Target, *, po
     df.attrs["target"] = what
     if "logits" in tr:
         logits = _get(tr, "logits", batch)[pos].cpu()
-        df.attrs["logit"] = _target_logit(logits, target, pos).tolist()
+        df.attrs["logit"] = _target_logit(logits, target, T, pos).tolist()
     return df
 
 
-def _target_logit(logits: Tensor, target: Target, pos: list[int]) -> Tensor:
-    """The target's value from real logits [P, V]."""
-    if isinstance(target, tuple) and len(target) == 2:
-        return logits[:, int(target[0])] - logits[:, int(target[1])]
-    if isinstance(target, int) or (isinstance(target, Tensor) and target.dim() == 0):
-        return logits[:, int(target)]
-    ids = torch.as_tensor(target, dtype=torch.long).reshape(-1)[pos]
-    return logits.gather(1, ids[:, None])[:, 0]
+def _target_logit(logits: Tensor, target: Target, T: int, pos: list[int]) -> Tensor:
+    """The target's value from real logits [P, V] at positions ``pos`` (of ``T``)."""
+    plus, minus, _ = _target_ids(target, T, pos)
+    value = logits.gather(1, plus[:, None])[:, 0]
+    return value if minus is None else value - logits.gather(1, minus[:, None])[:, 0]
 
 
 def logit_lens(model, trace: Trace | Tensor, *, positions=None, top: int = 1, target: Target | None = None,
@@ -200,7 +200,7 @@ def logit_lens(model, trace: Trace | Tensor, *, positions=None, top: int = 1, ta
         logits = linear(model.norm(x), model.unembedding).float().cpu()  # as the model's own last step
         probs = torch.softmax(logits, dim=-1)
         p_top, i_top = probs.topk(top, dim=-1)
-        tgt = None if target is None else _target_logit(logits, target, pos)
+        tgt = None if target is None else _target_logit(logits, target, stack.shape[1], pos)
         for j, p in enumerate(pos):
             row = {"stage": label, "layer": -1 if label == "embed" else int(label.split(".")[0]), "position": p,
                    "top_tokens": tuple(i_top[j].tolist()), "top_probs": tuple(round(v, 6) for v in p_top[j].tolist())}

@@ -561,13 +561,7 @@ class HookRun:
         if not (fns or keep or backward or leaf):
             return x
         out = x.detach().requires_grad_() if leaf else x  # the graph starts here
-        v = out if self.batched else out[0]
-        replaced = False
-        for fn in fns:
-            r = fn(v, name)
-            if r is not None:
-                v = self._check(name, r, v)
-                replaced = True
+        v, replaced = self._apply(name, fns, out if self.batched else out[0])
         if replaced:
             out = v if self.batched else v.unsqueeze(0)
             if self.grad and out.is_floating_point() and not out.requires_grad and torch.is_grad_enabled():
@@ -583,16 +577,20 @@ class HookRun:
         return out
 
     def _backward(self, name: str, fns: list[HookFn], g: Tensor) -> Tensor | None:
-        v = g if self.batched else g[0]
+        v, replaced = self._apply(name, fns, g if self.batched else g[0])
+        if not replaced:
+            return None
+        return v if self.batched else v.unsqueeze(0)
+
+    def _apply(self, name: str, fns: list[HookFn], v: Tensor) -> tuple[Tensor, bool]:
+        """Run ``fns`` in order on the (unbatched when the input was) tensor ``v``: (result, replaced?)."""
         replaced = False
         for fn in fns:
             r = fn(v, name)
             if r is not None:
                 v = self._check(name, r, v)
                 replaced = True
-        if not replaced:
-            return None
-        return v if self.batched else v.unsqueeze(0)
+        return v, replaced
 
     @staticmethod
     def _check(name: str, r, v: Tensor) -> Tensor:

@@ -255,10 +255,10 @@ def record_activations(model, items: Iterable, folder, names, *, keys: Iterable[
 
 
 def _progress(total: int, skipped: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from .progress import progress
 
-    return tqdm(total=total, desc=f"activations ({skipped} already stored)" if skipped else "activations",
-                unit="seq", disable=not enabled)
+    return progress(total=total, desc=f"activations ({skipped} already stored)" if skipped else "activations",
+                    unit="seq", quiet=not enabled)
 
 
 # ================================================================================================

@@ -521,7 +521,8 @@ void wb_mxfp4_linear(const void* x, int x_bf16, int64_t K, const int64_t* group_
     }
     // work items: (group, chunk of output rows), handed out dynamically
     const int64_t chunk = 64, per_group = (O + chunk - 1) / chunk, items = n_groups * per_group;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, items)));  // an idle thread only costs a barrier wait
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
     for (int64_t it = 0; it < items; ++it) {
         const int64_t g = it / per_group, o0 = (it % per_group) * chunk, o1 = std::min(O, o0 + chunk);
         const int64_t e = group_expert[g];
@@ -546,7 +547,8 @@ void wb_mxfp4_linear(const void* x, int x_bf16, int64_t K, const int64_t* group_
 void wb_bf16_linear(const uint16_t* x, int64_t R, int64_t K, const uint16_t* W, int64_t ldw, int64_t O,
                     const void* bias, int bias_bf16, void* out, int out_bf16, int64_t ldo, int isa, int threads) {
     const int64_t chunk = 64, items = (O + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, items)));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
     for (int64_t it = 0; it < items; ++it) {
         const int64_t o0 = it * chunk, o1 = std::min(O, o0 + chunk);
         int64_t r = 0;

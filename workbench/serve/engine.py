@@ -1,7 +1,8 @@
 """Admission and generation threads: blocking model work driven from the event loop, cancellable.
 
 ``Engine.admit()`` runs before any tokenising: at most ``parallel + max_queue`` requests are admitted
-(running or waiting for one of ``parallel`` generation slots); past that a request gets 503 at once.
+(running or waiting, first come first served, for one of ``parallel`` generation slots); past that a
+request gets 503 at once.
 ``Engine.stream(ticket, work)`` runs ``work(job)`` (a blocking generator: it renders the prompt,
 generates and yields wire payloads) in its own thread once a slot is free, and hands each payload to
 the event loop. When the client goes away the route calls ``job.cancel()``; the work checks
@@ -26,9 +27,14 @@ class Job:
     def __init__(self):
         self._cancel = threading.Event()
         self.tokens = 0  # tokens generated so far (the work counts them)
+        self._wake: threading.Condition | None = None  # the engine's, while the job waits for a slot
 
     def cancel(self) -> None:
         self._cancel.set()
+        wake = self._wake
+        if wake is not None:
+            with wake:
+                wake.notify_all()
 
     @property
     def cancelled(self) -> bool:
@@ -50,7 +56,9 @@ class Engine:
         if parallel < 1 or max_queue < 0:
             raise ValueError(f"parallel must be >= 1 and max_queue >= 0, not {parallel} and {max_queue}")
         self.parallel, self.capacity = parallel, parallel + max_queue
-        self._slots = threading.Semaphore(parallel)
+        self._free = parallel  # generation slots not in use
+        self._waiting: list[Job] = []  # jobs waiting for a slot, first come first served
+        self._slot = threading.Condition()
         self._lock = threading.Lock()
         self.admitted = 0
         self.jobs: list[Job] = []  # running or waiting (for tests and /health)
@@ -65,6 +73,28 @@ class Engine:
     def _release(self) -> None:
         with self._lock:
             self.admitted -= 1
+
+    def _take_slot(self, job: Job) -> bool:
+        """Block until a slot is free and ``job`` is first in line (True), or it is cancelled (False)."""
+        with self._slot:
+            job._wake = self._slot
+            self._waiting.append(job)
+            try:
+                while not job.cancelled and (self._free == 0 or self._waiting[0] is not job):
+                    self._slot.wait()
+                if job.cancelled:
+                    return False
+                self._free -= 1
+                return True
+            finally:
+                self._waiting.remove(job)
+                job._wake = None
+                self._slot.notify_all()  # the next in line may go now
+
+    def _give_slot(self) -> None:
+        with self._slot:
+            self._free += 1
+            self._slot.notify_all()
 
     async def stream(self, ticket: Ticket, work: Callable[[Job], Iterator], job: Job | None = None) -> AsyncIterator:
         """Payloads of ``work(job)`` as they come; an ``APIError`` it raises is raised here. Leaving the
@@ -81,10 +111,7 @@ class Engine:
 
         def run() -> None:
             try:
-                while not job.cancelled:
-                    if self._slots.acquire(timeout=0.05):
-                        break
-                else:
+                if not self._take_slot(job):
                     return
                 try:
                     for item in work(job):
@@ -92,7 +119,7 @@ class Engine:
                             break
                         put(item)
                 finally:
-                    self._slots.release()
+                    self._give_slot()
             except APIError as e:
                 put(e)
             except Exception as e:  # noqa: BLE001 - a broken request must not take the server down
