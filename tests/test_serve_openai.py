@@ -18,14 +18,15 @@ import openai
 import pytest
 import torch
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.responses import Response, ResponseStreamEvent
-from pydantic import TypeAdapter
+from openai.types.responses import Response
 
 from workbench.backends import LocalBackend
 from workbench.harmony import Conversation, encoding
 from workbench.model import load_model
 from workbench.serve import make_server
 from workbench.tiny import default_checkpoint
+
+from _openai_checks import sse, validate_stream
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(900)]
 
@@ -56,17 +57,6 @@ def server(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=300)
-
-
-def sse(server, path: str, body: dict) -> list[dict]:
-    """The raw server-sent events of a streamed request, parsed as JSON (``[DONE]`` dropped)."""
-    out = []
-    with httpx.stream("POST", server.url + path, json=body, timeout=300) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                out.append(json.loads(line[6:]))
-    return out
 
 
 def assemble(chunks: list[dict]) -> dict:
@@ -159,36 +149,6 @@ def test_logprobs_match_a_full_forward_pass(server, client, model):
         assert tops == sorted(tops, reverse=True) and e.logprob <= tops[0] + 1e-6
 
 
-def validate_stream(events: list[dict]) -> dict:
-    """OpenAI's types accept every event; numbering, nesting and deltas are consistent; returns the final response."""
-    adapter = TypeAdapter(ResponseStreamEvent)
-    for e in events:
-        adapter.validate_python(e)
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
-    assert events[-1]["type"] in ("response.completed", "response.incomplete")
-    final = events[-1]["response"]
-    Response.model_validate(final)
-    added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
-    done = {e["output_index"]: e["item"] for e in events if e["type"] == "response.output_item.done"}
-    assert added == list(range(len(final["output"]))) and sorted(done) == added
-    for i, item in enumerate(final["output"]):
-        assert done[i] == item
-        kind = {"reasoning": "response.reasoning_text.delta", "message": "response.output_text.delta",
-                "function_call": "response.function_call_arguments.delta",
-                "code_interpreter_call": "response.code_interpreter_call_code.delta"}.get(item["type"])
-        text = "".join(e["delta"] for e in events if e["type"] == kind and e["output_index"] == i)
-        if item["type"] == "reasoning":
-            assert text == item["content"][0]["text"]
-        elif item["type"] == "message":
-            assert text == item["content"][0]["text"]
-        elif item["type"] == "function_call":
-            assert text == item["arguments"]
-        elif item["type"] == "code_interpreter_call":
-            assert text == item["code"]
-    return final
-
-
 def test_responses_reasoning_stream_equals_whole(server, client):
     for seed in range(20):
         body = dict(model="builtin", input="Think first.", reasoning={"effort": "high"}, max_output_tokens=128,
@@ -228,6 +188,25 @@ def test_responses_function_call_round_trip_and_previous_response_id(client):
                                 input=[{"type": "function_call_output", "call_id": "call_nope", "output": "1"}])
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="builtin", previous_response_id="resp_unknown", input="x")
+
+
+def test_responses_parallel_calls_streamed_and_whole(server, client):
+    """Some seed makes the model write two function calls in one response (the look-ahead shared with
+    chat); the stream for that seed carries the same calls, item by item, arguments as deltas."""
+    body = dict(model="builtin", input="Use the tools.", tools=RESPONSE_TOOLS, tool_choice="required",
+                max_output_tokens=160)
+    for seed in range(40):
+        r = client.responses.create(**body, extra_body={"seed": seed})
+        calls = [(o.name, o.arguments) for o in r.output if o.type == "function_call"]
+        if len(calls) >= 2:
+            break
+    else:
+        pytest.fail("no seed in 0..39 gave parallel calls")
+    Response.model_validate(r.model_dump())
+    assert {name for name, _ in calls} <= {"alpha", "beta"}
+    assert len({o.call_id for o in r.output if o.type == "function_call"}) == len(calls)
+    final = validate_stream(sse(server, "/responses", dict(body, seed=seed, stream=True)))
+    assert [(o["name"], o["arguments"]) for o in final["output"] if o["type"] == "function_call"] == calls
 
 
 def test_responses_runs_the_python_tool_on_the_server(server, client):

@@ -27,7 +27,7 @@ exceptions become tool messages the model reads; they never end the loop.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from openai_harmony import Author, Message, Role, TextContent

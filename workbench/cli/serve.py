@@ -33,6 +33,11 @@ def register(p) -> None:
     p.add_argument("--browser", metavar="DIR", help="offer the browser tool (web_search) over the files in DIR")
     p.add_argument("--no-python", dest="python", action="store_false",
                    help="do not offer the sandboxed python tool (code_interpreter) to Responses requests")
+    p.add_argument("--python-sessions", type=int, default=32, metavar="N",
+                   help="conversations that keep a python session at once; past it the least recently used idle "
+                        "one is closed (default: %(default)s)")
+    p.add_argument("--python-idle", type=float, default=1200.0, metavar="SECONDS",
+                   help="close a conversation's python session after this long unused (default: %(default)s)")
     p.add_argument("--constrained", action="store_true", help="keep decoding inside the Harmony grammar")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=run)
@@ -42,9 +47,12 @@ def run(args) -> int:
     from ..serve import serve
     from ..serve.http import warn_if_exposed
 
-    for flag in ("parallel", "max_queue", "default_max_tokens", "max_prompt_chars", "max_connections"):
+    for flag in ("parallel", "max_queue", "default_max_tokens", "max_prompt_chars", "max_connections",
+                 "python_sessions"):
         if getattr(args, flag) < (0 if flag == "max_queue" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} is out of range: {getattr(args, flag)}")
+    if not args.python_idle > 0:
+        raise ValueError(f"--python-idle must be more than 0 seconds, not {args.python_idle}")
     path = args.path
     if path is None:
         from ..tiny import default_checkpoint
@@ -56,7 +64,8 @@ def run(args) -> int:
                    max_queue=args.max_queue, default_max_tokens=args.default_max_tokens,
                    max_tokens_cap=args.max_tokens_cap, max_prompt_chars=args.max_prompt_chars,
                    max_connections=args.max_connections, api_key=api_key, allow_hosts=args.allow_host,
-                   allow_origins=args.allow_origin, python=args.python, browser=args.browser, verbose=args.verbose)
+                   allow_origins=args.allow_origin, python=args.python, browser=args.browser,
+                   max_sessions=args.python_sessions, session_idle=args.python_idle, verbose=args.verbose)
     warn_if_exposed(args.host, api_key)
     service = server.service
     print(f"serving {service.model_name!r} at {server.url} (max_model_len {service.limits.max_model_len}"

@@ -10,7 +10,9 @@ stop, n, seed, streaming), ``POST /v1/responses`` (reasoning items, function cal
 ``previous_response_id``, the built-in python and browser tools run by the server, the streamed event
 sequence), ``POST /v1/completions`` (a raw Harmony prompt), ``GET /v1/models``, ``GET /health``.
 The wire formats live in ``workbench.wire``; this package is HTTP (``http``), admission and
-generation threads (``engine``), the per-endpoint generation (``generation``) and the routes (``app``).
+generation threads (``engine``), the per-endpoint generation (``generation``), the built-in tools kept
+per conversation (``sessions``: one python session per ``previous_response_id`` chain) and the routes
+(``app``).
 
 Hostile clients are assumed: request heads must arrive within ``header_timeout`` s and bodies within
 ``body_timeout`` s; bodies over ``max_body`` bytes and requests with more than ``max_prompt_chars``
@@ -30,26 +32,45 @@ from .app import Service
 from .engine import Engine, Job
 from .generation import Limits, ResponseStore
 from .http import LOCAL_HOSTS, WILDCARDS, HTTPServer
+from .sessions import Sessions
 
-__all__ = ["Server", "Service", "Engine", "Job", "Limits", "ResponseStore", "HTTPServer", "make_server", "serve"]
+__all__ = ["Server", "Service", "Engine", "Job", "Limits", "ResponseStore", "Sessions", "HTTPServer", "make_server",
+           "serve"]
 
 
 class Server(HTTPServer):
-    """An ``HTTPServer`` running a ``Service`` (``server.service``)."""
+    """An ``HTTPServer`` running a ``Service`` (``server.service``); closing it (or the end of
+    ``serve_forever``) also ends the service's python sessions."""
 
     service: Service
+
+    def serve_forever(self) -> None:
+        try:
+            super().serve_forever()
+        finally:
+            self.service.close()
+
+    def close(self) -> None:
+        super().close()
+        self.service.close()
 
 
 def make_server(backend, model_name: str, *, host: str = "127.0.0.1", port: int = 8000, max_model_len: int = 4096,
                 parallel: int = 1, max_queue: int = 16, default_max_tokens: int = 2048,
                 max_tokens_cap: int | None = None, max_connections: int = 256, api_key: str | None = None,
                 allow_hosts=(), allow_origins=(), constrained: bool = False, python: bool = True,
-                browser: str | os.PathLike | None = None, max_body: int = 8 << 20, max_prompt_chars: int = 200_000,
-                header_timeout: float = 10.0, body_timeout: float = 30.0, verbose: bool = False) -> Server:
+                browser: str | os.PathLike | None = None, max_sessions: int = 32, session_idle: float = 1200.0,
+                store_size: int = 256, store_chars: int = 64_000_000, max_body: int = 8 << 20,
+                max_prompt_chars: int = 200_000, header_timeout: float = 10.0, body_timeout: float = 30.0,
+                verbose: bool = False) -> Server:
     """A server (not yet serving: ``serve_forever()`` or ``start()``) over a token-level ``Backend``.
 
     ``python``: offer the sandboxed python tool to Responses requests (``code_interpreter``);
-    ``browser``: a folder the browser tool searches (``web_search`` / ``browser_search`` tools)."""
+    ``browser``: a folder the browser tool searches (``web_search`` / ``browser_search`` tools).
+    Each conversation (a ``previous_response_id`` chain) keeps one python session: at most
+    ``max_sessions`` at once (the least recently used idle one is closed first), each closed after
+    ``session_idle`` seconds unused (see ``workbench.serve.sessions``). ``store_size`` responses (and at
+    most ``store_chars`` characters of their conversations) are kept for ``previous_response_id``."""
     builtins = {}
     if python:
         from ..tools import PythonTool
@@ -63,7 +84,8 @@ def make_server(backend, model_name: str, *, host: str = "127.0.0.1", port: int 
     limits = Limits(max_model_len=max_model_len, max_tokens_cap=max_tokens_cap, default_max_tokens=default_max_tokens)
     service = Service(backend, model_name, limits=limits, parallel=parallel, max_queue=max_queue,
                       constrained=constrained, max_body=max_body, max_prompt_chars=max_prompt_chars,
-                      body_timeout=body_timeout, builtins=builtins)
+                      body_timeout=body_timeout, builtins=builtins, store_size=store_size, store_chars=store_chars,
+                      max_sessions=max_sessions, session_idle=session_idle)
     if host in WILDCARDS:
         hosts = list(allow_hosts) or "*"
     else:

@@ -27,6 +27,7 @@ from ..wire.responses import parse_responses_request
 from . import generation as gen
 from .engine import Engine, Job
 from .http import Guard, error_response, read_json, wait_disconnect
+from .sessions import Sessions
 
 
 class Service:
@@ -35,15 +36,22 @@ class Service:
     def __init__(self, backend, model_name: str, *, limits: gen.Limits | None = None, parallel: int = 1,
                  max_queue: int = 16, constrained: bool = False, max_body: int = 8 << 20,
                  max_prompt_chars: int = 200_000, body_timeout: float = 30.0,
-                 builtins: dict[str, Callable[[], Any]] | None = None, store_size: int = 256):
+                 builtins: dict[str, Callable[[], Any]] | None = None, store_size: int = 256,
+                 store_chars: int = 64_000_000, max_sessions: int = 32, session_idle: float = 1200.0):
         self.backend, self.model_name = backend, model_name
         self.limits = limits or gen.Limits()
         self.engine = Engine(parallel=parallel, max_queue=max_queue)
         self.constrained = constrained
         self.max_body, self.max_prompt_chars, self.body_timeout = max_body, max_prompt_chars, body_timeout
-        self.builtins = dict(builtins or {})  # "python" / "browser" -> tool factory
-        self.store = gen.ResponseStore(store_size)
+        factories = dict(builtins or {})  # "python" / "browser" -> tool factory
+        self.declared = {name: make() for name, make in factories.items()}  # what requests are told of them
+        self.sessions = Sessions(factories, max_sessions=max_sessions, idle_timeout=session_idle)
+        self.store = gen.ResponseStore(store_size, store_chars)
         self.created = int(time.time())
+
+    def close(self) -> None:
+        """End the built-in tools' sessions (the server is shutting down)."""
+        self.sessions.close()
 
     # -- plumbing shared by the POST routes ----------------------------------------------------------
 
@@ -106,10 +114,9 @@ class Service:
 
     async def responses(self, request: Request) -> Response:
         body = await self._body(request)
-        req = parse_responses_request(body, self.model_name, previous=self.store.get, builtins=self.builtins)
-        tools = [self.builtins[name]() for name in req.builtins]
-        work = gen.responses_work(self.backend, req, self.limits, constrained=self.constrained, tools=tools,
-                                  store=self.store)
+        req = parse_responses_request(body, self.model_name, previous=self.store.get, builtins=self.declared)
+        work = gen.responses_work(self.backend, req, self.limits, constrained=self.constrained,
+                                  sessions=self.sessions, store=self.store)
         return await self._run(request, work, req.stream, sse_event_names=True, done_marker=False)
 
     async def completions(self, request: Request) -> Response:

@@ -9,15 +9,23 @@ tokens.
 Decoding constraints: a ``HarmonyConstraint`` is applied when the server runs constrained (the random
 built-in models) and whenever a request restricts tool use (``tool_choice`` none / required / a named
 function): its recipients are then only the allowed ones, and for required / named the turn may open
-with one analysis message and must then be a call. Parallel calls (chat): after a call to a
-function the model is asked to continue with ``<|start|>assistant``; if its next header is another
-function call that call is kept once it is complete (its stream deltas are held until then),
-otherwise the look-ahead is dropped (gpt-oss writes one call per generation; this lets it write
-several when it means to). Usage counts every generated token, look-ahead included.
+with one analysis message and must then be a call.
+
+Parallel calls (both APIs, one ``AssistantTurn``): gpt-oss writes one call per generation, stopping at
+``<|call|>``. After a call to a function the model is asked to continue with ``<|start|>assistant``; if
+its next header is another function call, that call is kept once it is complete (its stream deltas or
+events are held until then), otherwise the look-ahead is dropped. Usage counts every generated token,
+look-ahead included. Built-in tool calls (python, browser) are never looked past: the server runs them
+and the model continues after their results (Responses).
+
+Responses: the built-in tools of a conversation live in ``workbench.serve.sessions`` (one python session
+per ``previous_response_id`` chain); the stored conversations in ``ResponseStore`` (bounded in count and
+characters).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,9 +35,10 @@ from ..harmony import Conversation, HarmonyConstraint, encoding
 from ..harmony import tokens as T
 from ..wire import chat as wchat
 from ..wire import completions as wcomp
-from ..wire.common import APIError, Segmenter, new_id
+from ..wire.common import APIError, new_id
 from ..wire.responses import ResponseBuilder, ResponsesRequest
 from .engine import Job
+from .sessions import Sessions
 
 MAX_PARALLEL_CALLS = 8
 
@@ -84,9 +93,10 @@ def response_format(backend, fmt: dict | None, param: str):
         raise APIError(400, f"'{param}': the Harmony constraint cannot enforce this schema: {e}", param) from None
 
 
-def _options(backend, *, max_tokens, temperature, top_p, seed, effort, top_logprobs, processor) -> dict:
-    options = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                   reasoning_effort=effort, top_logprobs=top_logprobs)
+def _options(backend, *, temperature, top_p, seed, effort, top_logprobs, processor, max_tokens=None) -> dict:
+    options = dict(temperature=temperature, top_p=top_p, seed=seed, reasoning_effort=effort, top_logprobs=top_logprobs)
+    if max_tokens is not None:
+        options["max_new_tokens"] = max_tokens
     if processor is not None:
         options["logits_processor"] = processor
     return options
@@ -100,6 +110,79 @@ def assistant_header() -> list[int]:
     if not _ASSISTANT:
         _ASSISTANT.extend(encoding().encode("<|start|>assistant", allowed_special="all"))
     return list(_ASSISTANT)
+
+
+# -- one assistant turn, with look-ahead for parallel calls -------------------------------------------
+
+def parallel_allowed(parallel_tool_calls: bool, tool_choice) -> bool:
+    """Whether a request lets the model add calls after its first (not for tool_choice none or a named one)."""
+    return parallel_tool_calls and tool_choice != "none" and not isinstance(tool_choice, dict)
+
+
+class AssistantTurn:
+    """One assistant turn as both APIs send it: a generation and, when it ends in a function call and
+    ``parallel`` is set, look-ahead generations that may add more calls (see the module docstring).
+
+    Iterate for ``(event, logprob)`` of what is kept, in order: the first generation's as they come, a
+    look-ahead's only once its call is complete (a dropped look-ahead yields nothing). ``options(lookahead)``
+    gives ``backend.stream``'s sampling options for the first generation (False) and a look-ahead (True).
+    Afterwards: ``messages`` (the kept Harmony messages), ``stop_reason`` (of the last kept generation),
+    ``generated`` (every generated event, dropped look-ahead included: usage counts them all).
+    ``close()`` stops it between tokens (a client's stop string); ``job.cancelled`` is checked per token.
+    """
+
+    def __init__(self, backend, conv: Conversation, prompt: list[int], options: Callable[[bool], dict], *,
+                 max_tokens: int, parallel: bool, job: Job, max_calls: int = MAX_PARALLEL_CALLS):
+        self.backend, self.conv, self.prompt, self.options = backend, conv, prompt, options
+        self.max_tokens, self.parallel, self.job, self.max_calls = max_tokens, parallel, job, max_calls
+        self.messages: list = []
+        self.generated: list = []
+        self.stop_reason = "empty"
+        self._iter: Iterator | None = None
+
+    def __iter__(self) -> Iterator[tuple]:
+        self._iter = self._run()
+        return self._iter
+
+    def close(self) -> None:
+        if self._iter is not None:
+            self._iter.close()
+
+    def _run(self) -> Iterator[tuple]:
+        context, left, calls = self.conv, self.max_tokens, 0
+        while left > 0 and not self.job.cancelled:
+            lookahead = context is not self.conv
+            turn = self.backend.stream(context, channels=self.conv.channels, recipients=self.conv.recipients or None,
+                                       max_new_tokens=left, **self.options(lookahead))
+            held, kept = [], True
+            try:
+                for event in turn:
+                    if self.job.cancelled:
+                        break
+                    self.generated.append(event)
+                    self.job.tokens += 1
+                    if not lookahead:
+                        yield event, turn.logprobs[-1]
+                    elif event.id == T.MESSAGE and not (event.recipient or "").startswith("functions."):
+                        kept = False  # the model went on with something other than another call: drop it
+                        break
+                    else:
+                        held.append((event, turn.logprobs[-1]))  # a speculative call is sent only once complete
+            finally:
+                turn.cancel()
+                turn.close()
+            left -= len(turn.events)
+            if not kept or (lookahead and turn.stop_reason != "call"):
+                return  # cut off (tokens, cancel) or not a call: the look-ahead is dropped
+            yield from held
+            self.messages += turn.transcript.messages
+            self.stop_reason = turn.stop_reason
+            last = self.messages[-1] if self.messages else None
+            if not (self.parallel and self.stop_reason == "call" and last is not None
+                    and (last.recipient or "").startswith("functions.") and calls + 1 < self.max_calls):
+                return
+            calls += 1
+            context = (context if isinstance(context, list) else self.prompt) + turn.tokens + assistant_header()
 
 
 # -- chat completions ------------------------------------------------------------------------------
@@ -117,61 +200,32 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
             builder = wchat.ChoiceBuilder(i, stop=req.stop, logprobs=req.logprobs)
             if req.stream:
                 yield wchat.chunk(rid, created, model, i, {"role": "assistant", "content": ""})
-            events, stop = [], "empty"
-            context, left, calls = conv, max_tokens, 0
             seed = None if req.seed is None else req.seed + i
-            while left > 0 and not job.cancelled:
-                lookahead = context is not conv
+
+            def options(lookahead: bool, seed=seed) -> dict:
                 processor = constraint(backend, conv, server_constrained=constrained, allowed=req.allowed_recipients,
                                        must_call=req.must_call and not lookahead,  # a call was made: choice is free
                                        final_format=final_format)
-                turn = backend.stream(context, channels=conv.channels, recipients=conv.recipients or None,
-                                      **_options(backend, max_tokens=left, temperature=req.temperature, top_p=req.top_p,
-                                                 seed=seed, effort=conv.reasoning_effort,
-                                                 top_logprobs=req.top_logprobs, processor=processor))
-                kept, held, calls_before = True, [], len(builder.calls)
-                for event in turn:
-                    if job.cancelled or builder.stopped:
-                        turn.cancel()
-                        break
-                    events.append(event)
-                    job.tokens += 1
-                    if lookahead and event.id == T.MESSAGE and not (event.recipient or "").startswith("functions."):
-                        kept = False  # the model went on with something other than another call: drop it
-                        turn.cancel()
-                        break
-                    deltas = builder.push(event, turn.logprobs[-1])
-                    if lookahead:
-                        held += deltas  # a speculative call is sent only once it is complete
-                    elif req.stream:
-                        for d in deltas:
-                            yield wchat.chunk(rid, created, model, i, d)
-                left -= len(turn.events)
-                if lookahead and turn.stop_reason != "call":
-                    kept = False  # cut off (tokens, cancel): drop the half-written call
-                if not kept:
-                    del builder.calls[calls_before:]
-                    builder.segmenter = Segmenter()
+                return _options(backend, temperature=req.temperature, top_p=req.top_p, seed=seed,
+                                effort=conv.reasoning_effort, top_logprobs=req.top_logprobs, processor=processor)
+
+            turn = AssistantTurn(backend, conv, prompt, options, max_tokens=max_tokens, job=job,
+                                 parallel=parallel_allowed(req.parallel_tool_calls, req.tool_choice))
+            for event, logprob in turn:
+                if builder.stopped:
+                    turn.close()
                     break
-                if req.stream:
-                    for d in held:
+                for d in builder.push(event, logprob):
+                    if req.stream:
                         yield wchat.chunk(rid, created, model, i, d)
-                stop = turn.stop_reason
-                last = turn.transcript.messages[-1] if turn.transcript.messages else None
-                if not (stop == "call" and req.parallel_tool_calls and last is not None and
-                        (last.recipient or "").startswith("functions.") and calls + 1 < MAX_PARALLEL_CALLS
-                        and req.tool_choice != "none" and not isinstance(req.tool_choice, dict)):
-                    break
-                calls += 1
-                context = (context if isinstance(context, list) else prompt) + turn.tokens + assistant_header()
             for d in builder.finish():
                 if req.stream:
                     yield wchat.chunk(rid, created, model, i, d)
-            completions.append(events)
+            completions.append(turn.generated)
             if req.stream:
-                yield wchat.chunk(rid, created, model, i, {}, builder.finish_reason(stop))
+                yield wchat.chunk(rid, created, model, i, {}, builder.finish_reason(turn.stop_reason))
             else:
-                choices.append(wchat.choice(builder, stop))
+                choices.append(wchat.choice(builder, turn.stop_reason))
         usage = wchat.usage(len(prompt), completions)
         if req.stream:
             if req.include_usage:
@@ -185,78 +239,93 @@ def chat_work(backend, req: wchat.ChatRequest, limits: Limits, *, model: str, co
 # -- responses -------------------------------------------------------------------------------------
 
 class ResponseStore:
-    """``previous_response_id`` -> (conversation, call ids), in memory, the ``size`` most recent."""
+    """``previous_response_id`` -> (conversation, call ids), in memory: at most ``size`` responses and
+    ``max_chars`` characters of their messages (as JSON), the least recently used dropped first."""
 
-    def __init__(self, size: int = 256):
-        self.size = size
-        self._items: OrderedDict[str, tuple[Conversation, dict]] = OrderedDict()
+    def __init__(self, size: int = 256, max_chars: int = 64_000_000):
+        self.size, self.max_chars = size, max_chars
+        self.chars = 0
+        self._items: OrderedDict[str, tuple[Conversation, dict, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, rid: str):
-        item = self._items.get(rid)
-        if item is not None:
+        with self._lock:
+            item = self._items.get(rid)
+            if item is None:
+                return None
             self._items.move_to_end(rid)
-        return item
+            return item[:2]
 
-    def put(self, rid: str, conv: Conversation, calls: dict) -> None:
-        self._items[rid] = (conv, calls)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    def put(self, rid: str, conv: Conversation, calls: dict) -> bool:
+        """Store a response's conversation; False when it alone is over ``max_chars`` (not stored)."""
+        chars = sum(len(m.to_json()) for m in conv.messages)
+        with self._lock:
+            if chars > self.max_chars:
+                return False
+            self._items[rid] = (conv, calls, chars)
+            self.chars += chars
+            while len(self._items) > self.size or self.chars > self.max_chars:
+                self.chars -= self._items.popitem(last=False)[1][2]
+            return True
 
 
-def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constrained: bool, tools: list,
+def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constrained: bool, sessions: Sessions,
                    store: ResponseStore) -> Callable:
     from ..toolloop import run_tool, tool_message
 
     final_format = response_format(backend, req.text_format, "text.format")
 
     def work(job: Job) -> Iterator[dict]:
+        called_python = any(m.recipient == "python" for m in req.conversation.messages)
+        lease = sessions.lease(req.builtins, req.previous_response_id, called_python=called_python)
         try:
-            yield from run(job)
+            yield from run(job, lease)
         finally:
-            for tool in tools:  # e.g. end the python tool's sandboxed session
-                close = getattr(tool, "close", None)
-                if close is not None:
-                    close()
+            sessions.release(lease, None)  # failed or cancelled: nobody can continue it (no-op once released)
 
-    def run(job: Job) -> Iterator[dict]:
+    def run(job: Job, lease) -> Iterator[dict]:
+        tools = lease.tools if lease is not None else []
         conv = req.conversation.copy()
         builder = ResponseBuilder(req)
         if req.stream:
             yield from builder.start()
         left, stop = None, "empty"
         builtin = {"python"} | {f"browser.{op}" for op in ("search", "open", "find")}
+        must_call = req.tool_choice == "required" or isinstance(req.tool_choice, dict)
         for round_ in range(limits.max_tool_rounds + 1):
             prompt = conv.render()
             room = budget(limits, len(prompt), req.max_output_tokens)
             left = room if left is None else min(left, room)
             first = round_ == 0  # tool_choice binds the first generation; after tool results the model is free
-            processor = constraint(backend, conv, server_constrained=constrained,
-                                   allowed=req.allowed_recipients if first else None,
-                                   must_call=first and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)),
-                                   final_format=final_format)
-            turn = backend.stream(conv, **_options(backend, max_tokens=left, temperature=req.temperature,
-                                                   top_p=req.top_p, seed=req.seed, effort=conv.reasoning_effort,
-                                                   top_logprobs=req.top_logprobs, processor=processor))
-            for event in turn:
-                if job.cancelled:
-                    turn.cancel()
-                    break
-                job.tokens += 1
-                events = builder.push(event, turn.logprobs[-1])
+
+            def options(lookahead: bool, first=first) -> dict:
+                processor = constraint(backend, conv, server_constrained=constrained,
+                                       allowed=req.allowed_recipients if first else None,
+                                       must_call=first and must_call and not lookahead, final_format=final_format)
+                return _options(backend, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                                effort=conv.reasoning_effort, top_logprobs=req.top_logprobs, processor=processor)
+
+            turn = AssistantTurn(backend, conv, prompt, options, max_tokens=left, job=job,
+                                 parallel=parallel_allowed(req.parallel_tool_calls, req.tool_choice))
+            for event, logprob in turn:
+                events = builder.push(event, logprob)
                 if req.stream:
                     yield from events
-            ended = builder.end_generation(turn.events, len(prompt))
+            ended = builder.end_generation(turn.generated, len(prompt))
             if req.stream:
                 yield from ended
-            left -= len(turn.events)
-            transcript = turn.transcript
-            conv.extend(transcript.messages)
+            left -= len(turn.generated)
+            conv.extend(turn.messages)
             stop = turn.stop_reason
-            last = transcript.messages[-1] if transcript.messages else None
+            last = turn.messages[-1] if turn.messages else None
             for item in builder.output:
                 if item["type"] == "function_call":
                     req.calls.setdefault(item["call_id"], (f"functions.{item['name']}", "commentary"))
-            if stop != "call" or last is None or last.recipient not in builtin or builder.pending_call is None:
+            if job.cancelled or stop != "call" or last is None or last.recipient not in builtin \
+                    or builder.pending_call is None:
                 break
             if left <= 0 or round_ == limits.max_tool_rounds or (req.max_tool_calls is not None
                                                                   and round_ + 1 > req.max_tool_calls):
@@ -268,8 +337,9 @@ def responses_work(backend, req: ResponsesRequest, limits: Limits, *, constraine
             done = builder.tool_result(result.text, result.error)
             if req.stream:
                 yield from done
-        if req.store:
-            store.put(builder.id, conv, dict(req.calls))
+        stored = req.store and not job.cancelled and store.put(builder.id, conv, dict(req.calls))
+        # before the client sees the response (and may continue it at once), its tools wait under its id
+        sessions.release(lease, builder.id if stored else None)
         final = builder.finish("max_output_tokens" if stop == "length" else None)
         if req.stream:
             yield from final

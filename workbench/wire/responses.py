@@ -78,10 +78,11 @@ class ResponsesRequest:
 
 def parse_responses_request(body: dict, model_name: str, *,
                             previous: Callable[[str], tuple[Conversation, dict] | None],
-                            builtins: dict[str, Callable[[], Any]]) -> ResponsesRequest:
+                            builtins: dict[str, Any]) -> ResponsesRequest:
     """Check a request (cheap: no tokenising) and build its conversation. ``previous(id)`` returns a
     stored ``(conversation, calls)`` (None if unknown), ``calls`` mapping call ids to (recipient,
-    channel); ``builtins`` maps ``python`` / ``browser`` to factories of the tools this server runs."""
+    channel); ``builtins`` maps ``python`` / ``browser`` to the tools this server runs (declared to the
+    model by their ``config()``)."""
     model = check_model(body, model_name)
     reasoning = body.get("reasoning") or {}
     if not isinstance(reasoning, dict):
@@ -113,7 +114,7 @@ def parse_responses_request(body: dict, model_name: str, *,
     names = tuple(f.name for f in functions)
     choice = _tool_choice(body.get("tool_choice"), names, bool(names or wanted))
     instructions = string(body, "instructions")
-    history = History(effort=req_effort, functions=functions, builtins=[builtins[n]() for n in wanted])
+    history = History(effort=req_effort, functions=functions, builtins=[builtins[n] for n in wanted])
     history.instruct(instructions or "")
     prev_id = string(body, "previous_response_id")
     base = None
