@@ -118,7 +118,8 @@ def main() -> None:
     rev = git("rev-parse", "--short", args.against)
     this = git("rev-parse", "--short", args.this) if args.this else None
     only = set(args.only.split(","))
-    print(f"{this or 'this checkout (' + git('rev-parse', '--short', 'HEAD') + ', plus uncommitted changes)'} vs {rev}; "
+    what = this or f"this checkout ({git('rev-parse', '--short', 'HEAD')}, plus uncommitted changes)"
+    print(f"{what} vs {rev}; "
           f"preset {args.preset}, {args.threads} thread(s), {args.rounds} rounds, load {os.getloadavg()[0]:.1f}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:

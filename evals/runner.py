@@ -396,7 +396,8 @@ def run_batch(jobs: list[Job], s: Settings) -> list[dict]:
     if outs is None:
         return [run_job(j, s) for j in jobs]
     latency = time.monotonic() - start
-    return [record_for(j, c, [int(t) for t in toks], None, latency, 1, backend) for j, c, toks in zip(jobs, convs, outs)]
+    return [record_for(j, c, [int(t) for t in toks], None, latency, 1, backend)
+            for j, c, toks in zip(jobs, convs, outs)]
 
 
 def _groups(todo: list[Job], size: int) -> Iterator[list[Job]]:

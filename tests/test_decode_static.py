@@ -138,6 +138,12 @@ def test_graph_path_of_generate_equals_eager_generate(m32, monkeypatch):
         for n in x.trace:
             torch.testing.assert_close(x.trace[n].float(), y.trace[n].float(), rtol=1e-5, atol=1e-5)
     assert len(m32._static_decoders) == 1  # (3 sequences, max_len rounded to 256, names)
+    # eager-only trace points: the default takes the eager path, an explicit cuda_graph=True says why not
+    slow = dict(kw, trace_names=["blocks.0.attn.probs"], stop_tokens=())
+    tokens = lambda **k: [t.token for t in generate(m32, prompts, **slow, **k)]
+    assert tokens() == tokens(cuda_graph=False)
+    with pytest.raises(ValueError, match="cuda_graph=True: tracing 'blocks.0.attn.probs' needs the eager path"):
+        list(generate(m32, prompts, cuda_graph=True, **slow))
     again = list(generate(m32, prompts, cuda_graph=True, **kw))
     assert len(m32._static_decoders) == 1  # reused, not captured again, and emptied first:
     assert [(t.sequence, t.token) for t in again] == [(t.sequence, t.token) for t in a]

@@ -51,6 +51,15 @@ def graph_unavailable(model) -> str | None:
     return None
 
 
+def slow_points(model, trace_names: Names) -> list[str]:
+    """The hook points ``trace_names`` selects that switch to a slower path (attn.scores / attn.probs,
+    moe.act / moe.expert_out): a static decode step cannot record them."""
+    if trace_names is None:
+        return []
+    keep = HookRun(model.hook_names(), keep=trace_names).keep
+    return [n for n in model.hook_names() if keep(n) and n.split(".", 2)[-1] in (*ATTN_INTERNALS, *MOE_PER_PICK)]
+
+
 class StaticDecoder:
     """Decode ``batch`` sequences of up to ``max_len`` columns (prompt + new tokens) through a static cache.
 
@@ -67,12 +76,11 @@ class StaticDecoder:
         self.graph = why is None if graph is None else graph
         self.run = None
         if trace_names is not None:
-            self.run = HookRun(model.hook_names(), keep=trace_names, batched=True)
-            slow = [n for n in model.hook_names() if self.run.keep(n)
-                    and n.split(".", 2)[-1] in (*ATTN_INTERNALS, *MOE_PER_PICK)]
+            slow = slow_points(model, trace_names)
             if slow:
                 raise ValueError(f"{slow[0]!r} needs a slower path that a static decode step does not take; "
                                  "trace it with the eager generate (cuda_graph=False)")
+            self.run = HookRun(model.hook_names(), keep=trace_names, batched=True)
         self.cache = model.new_cache(batch, max_len=max_len)
         self.tokens = torch.zeros((batch, 1), dtype=torch.long, device=model.device)
         self._graph = None

@@ -105,7 +105,8 @@ def _as_prompts(prompt_tokens) -> tuple[list[list[int]], bool]:
             else [[int(t) for t in items]]
     for i, r in enumerate(rows):
         if not r:
-            raise ValueError("generate needs at least one prompt token" + (f" (prompt {i} is empty)" if batched else ""))
+            where = f" (prompt {i} is empty)" if batched else ""
+            raise ValueError(f"generate needs at least one prompt token{where}")
     return rows, batched
 
 
@@ -226,11 +227,13 @@ class _GraphSteps:
 
 
 def _use_graph(model, cuda_graph, hooks, trace_names) -> bool:
-    from .decode import graph_unavailable
+    from .decode import graph_unavailable, slow_points
 
     if cuda_graph is False:
         return False
-    why = graph_unavailable(model) or ("hooks that replace activations run eagerly" if hooks else None)
+    slow = slow_points(model, trace_names)
+    why = (graph_unavailable(model) or ("hooks that replace activations run eagerly" if hooks else None)
+           or (f"tracing {slow[0]!r} needs the eager path" if slow else None))
     if why and cuda_graph:
         raise ValueError(f"cuda_graph=True: {why}")
     return why is None
