@@ -23,7 +23,8 @@ def nano():
 
 @pytest.fixture(scope="module")
 def addition(nano):
-    return {effort: ev.measure(nano, "addition", effort, 24, seed=1) for effort in ("low", "high")}
+    """Greedy answers (temperature 0, as the model card's effort sweep) at low and high effort."""
+    return {effort: ev.measure(nano, "addition", effort, 24, seed=1, temperature=0.0) for effort in ("low", "high")}
 
 
 def test_addition_accuracy_rises_with_effort(addition):
@@ -35,11 +36,15 @@ def test_addition_accuracy_rises_with_effort(addition):
     assert analysis["high"] > 8 * analysis["low"]  # high effort: the column-by-column working
 
 
-def test_clean_harmony_and_trained_ids_only(addition):
-    records = [r for rs in addition.values() for r in rs]
-    assert sum(r.clean_generations for r in records) == sum(r.generations for r in records)
+def test_sampled_harmony_is_clean_and_stays_on_trained_ids(nano):
+    """Unconstrained sampling at temperature 1, every effort and kind of question."""
+    records = [r for family, effort in (("addition", "high"), ("addition", "medium"), ("weekday", "low"),
+                                        ("function", "medium"), ("counting", "high"))
+               for r in ev.measure(nano, family, effort, 8, seed=2)]
+    clean = sum(r.clean_generations for r in records) / sum(r.generations for r in records)
+    assert clean >= CLEAN_MIN, clean
     masses = [m for r in records for m in r.untrained_mass]
-    assert sum(masses) / len(masses) < 1e-3
+    assert sum(masses) / len(masses) < MASS_MAX
 
 
 def test_python_tool_in_the_loop(nano):
