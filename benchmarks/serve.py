@@ -3,8 +3,8 @@ at concurrency 1, 4 and 16, next to an older server's figures measured in the sa
 
     flock /work/coord/heavy.lock python benchmarks/serve.py [--old c0cab3c] [--requests 16] [--repeats 2]
 
-Each server runs in its own process (``python -m workbench.cli serve CHECKPOINT --port 0``) on the built-in
-model (``workbench.default_checkpoint("tiny")``, or ``--checkpoint``). ``--old COMMIT`` extracts that
+Each server runs in its own process (``python -m workbench.cli serve CHECKPOINT --port 0``) on the random
+"tiny" preset (``workbench.default_checkpoint("tiny")``, or ``--checkpoint``). ``--old COMMIT`` extracts that
 commit's ``workbench/`` package into a temporary folder and serves the same checkpoint with it (the old
 server with the old model code: the whole stack of that commit); the old hand-written server had no
 Responses API. Both servers run at once and take turns, round by round, the one going first
