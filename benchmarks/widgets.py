@@ -29,6 +29,7 @@ import torch
 import workbench
 from workbench.harmony import encoding
 from workbench.widgets import TokenStreamView
+from workbench.widgets._base import module_source
 
 HEAD = "<|start|>user<|message|>Think aloud.<|end|><|start|>assistant"
 OPEN = "<|channel|>analysis<|message|>"  # the completion starts here (after <|start|>assistant)
@@ -158,7 +159,7 @@ def bench_browser(sink: Sink) -> dict:
     batches = [[c, base64.b64encode(b).decode()] for c, b in sink.batches]
     page_html = PAGE % {"css": (here / "token_stream.css").read_text(),
                         "batches": json.dumps(batches).replace("<", "\\u003c"),
-                        "esm": json.dumps((here / "token_stream.js").read_text()).replace("<", "\\u003c")}
+                        "esm": json.dumps(module_source("token_stream")).replace("<", "\\u003c")}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         path = Path(tmp) / "bench.html"
         path.write_text(page_html)

@@ -13,6 +13,7 @@ import pytest
 import widget_checks as C
 from workbench.harmony import encoding, parse_tokens
 from workbench.widgets import TokenStreamView
+from workbench.widgets._base import module_source
 
 WIDGETS = Path(__import__("workbench.widgets", fromlist=["x"]).__file__).parent
 
@@ -73,7 +74,7 @@ def reply(view, start: int, end: int) -> list:
 @pytest.fixture(scope="module")
 def harness(browser, tmp_path_factory):
     path = tmp_path_factory.mktemp("protocol") / "harness.html"
-    esm = json.dumps((WIDGETS / "token_stream.js").read_text()).replace("<", "\\u003c")
+    esm = json.dumps(module_source("token_stream")).replace("<", "\\u003c")
     path.write_text(HARNESS % {"css": (WIDGETS / "token_stream.css").read_text(), "esm": esm})
 
     def open_page():

@@ -1,7 +1,8 @@
 """What every workbench widget shares: anywidget plumbing, binary arrays, and static HTML export.
 
 A widget is a small Python class on ``anywidget.AnyWidget`` with one ES module and one CSS file
-beside it (``NAME.js``, ``NAME.css``). Tensors travel as ``bytes`` traits (binary buffers on the
+beside it (``NAME.js``, ``NAME.css``); the module is served with the shared DOM helpers of ``_dom.js``
+in front (``module_source``). Tensors travel as ``bytes`` traits (binary buffers on the
 comm, ``DataView`` in JavaScript), never as JSON lists.
 
 Static output: ``export_html(path)`` and ``_repr_html_`` embed the widget's synced state, its ES
@@ -62,6 +63,12 @@ def _encode_state(value):
     return value
 
 
+def module_source(name: str) -> str:
+    """The ES module of widget ``name``: the shared helpers (``_dom.js``: ``h``, ``bytesOf``, ``shade``,
+    ``css``) followed by ``NAME.js``, which uses them without importing."""
+    return "\n".join((HERE / f).read_text(encoding="utf-8") for f in ("_dom.js", f"{name}.js"))
+
+
 class WorkbenchWidget(anywidget.AnyWidget):
     """Base class: set ``_module`` to the stem of the .js/.css pair beside this file."""
 
@@ -69,7 +76,7 @@ class WorkbenchWidget(anywidget.AnyWidget):
 
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("_module"):
-            cls._esm = HERE / f"{cls._module}.js"  # anywidget reads the files (before super() runs)
+            cls._esm = module_source(cls._module)  # read once, before anywidget's __init_subclass__ runs
             cls._css = HERE / f"{cls._module}.css"
         super().__init_subclass__(**kwargs)
 
@@ -98,7 +105,7 @@ class WorkbenchWidget(anywidget.AnyWidget):
 def html_snippet(widget: WorkbenchWidget) -> str:
     wid = "wb-" + uuid.uuid4().hex[:12]
     spec = {
-        "esm": (HERE / f"{widget._module}.js").read_text(encoding="utf-8"),
+        "esm": module_source(widget._module),
         "state": _encode_state(widget.static_state()),
     }
     css = (HERE / f"{widget._module}.css").read_text(encoding="utf-8")

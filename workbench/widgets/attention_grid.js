@@ -1,18 +1,6 @@
 // AttentionGridView: every head of one layer as a small attention pattern (column 0: the sink), one
 // enlarged on click. Arrays arrive as binary; token text is set with textContent only.
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-function bytesOf(x) {
-  if (!x) return new ArrayBuffer(0);
-  if (x instanceof ArrayBuffer) return x;
-  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
-}
 const ORANGE = [234, 88, 12], BLUE = [29, 78, 216];
-const shade = (rgb, p) => rgb.map((c) => Math.round(255 - Math.max(0, Math.min(1, p)) * (255 - c)));
 
 function paint(canvas, probs, sink, hd, T, S) {
   canvas.width = S + 1;

@@ -1,19 +1,6 @@
 // LogitLensView: stages x positions, each cell the top next token at that stage (textContent only),
 // its background the top (or target) probability. Arrays arrive as binary.
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-function bytesOf(x) {
-  if (!x) return new ArrayBuffer(0);
-  if (x instanceof ArrayBuffer) return x;
-  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
-}
 const GREEN = [22, 163, 74];
-const shade = (rgb, p) => rgb.map((c) => Math.round(255 - Math.max(0, Math.min(1, p)) * (255 - c)));
-const css = (rgb) => `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
 const visible = (s) => s.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ /g, "·");
 
 function render({ model, el }) {

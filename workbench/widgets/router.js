@@ -1,16 +1,5 @@
 // RouterView: heatmap of expert picks (tokens x layers), per-layer expert load, router logits of a
 // selected token. Arrays arrive as binary (DataView); token text is set with textContent only.
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-function bytesOf(x) {
-  if (!x) return new ArrayBuffer(0);
-  if (x instanceof ArrayBuffer) return x;
-  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
-}
 function hslToRgb(hue, s, l) {
   const k = (n) => (n + hue / 30) % 12;
   const a = s * Math.min(l, 1 - l);
@@ -19,7 +8,6 @@ function hslToRgb(hue, s, l) {
 }
 export function expertColor(e) { return hslToRgb((e * 137.508) % 360, 0.65, 0.5); }
 const blend = (rgb, w) => rgb.map((c) => Math.round(255 - Math.max(0, Math.min(1, w)) * (255 - c)));
-const css = (rgb) => `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
 const fmt = (x) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(3));
 
 function render({ model, el }) {

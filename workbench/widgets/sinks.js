@@ -1,19 +1,6 @@
 // SinkView: attention-sink mass per layer/head/query position, and one head's attention pattern
 // (sink column first). Arrays arrive as binary; token text is set with textContent only.
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-function bytesOf(x) {
-  if (!x) return new ArrayBuffer(0);
-  if (x instanceof ArrayBuffer) return x;
-  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
-}
 const ORANGE = [234, 88, 12], BLUE = [29, 78, 216];
-const shade = (rgb, p) => rgb.map((c) => Math.round(255 - Math.max(0, Math.min(1, p)) * (255 - c)));
-const css = (rgb) => `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
 
 function paint(canvas, width, height, colorAt) {
   canvas.width = Math.max(width, 1);

@@ -2,12 +2,6 @@
 // one sample's prompt, answer and Harmony token stream. Model text is only set with textContent.
 const CHANNEL_CLASS = { analysis: "ch-analysis", commentary: "ch-commentary", final: "ch-final" };
 
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  return e;
-}
 const num = (x, d = 1) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
 
 function render({ model, el }) {

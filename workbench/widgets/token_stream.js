@@ -12,18 +12,7 @@ const CHUNK = 2000; // tokens added to the page per animation frame
 const SOFT = 256, HARD = 1024;
 const nextFrame = typeof requestAnimationFrame === "function" ? requestAnimationFrame : (f) => setTimeout(f, 0);
 
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
-function bytesOf(x) {
-  if (!x) return new ArrayBuffer(0);
-  if (x instanceof ArrayBuffer) return x;
-  return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength); // DataView or typed array: aligned copy
-}
 
 // The batch wire format written by token_stream.py's encode_events.
 function decode(data, strings, start) {

@@ -1,11 +1,5 @@
 // ToolTraceView: tool calls as an expandable timeline (native <details>). All model and tool text is
 // set with textContent.
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 const secs = (d) => (d >= 1 ? `${d.toFixed(2)} s` : `${(1000 * d).toFixed(1)} ms`);
 
 function render({ model, el }) {
