@@ -1,12 +1,12 @@
 """Attribution patching against real activation patching on the shipped nano model (issue 13's "done when").
 
-The setup a researcher would pick, fixed before looking at any correlation: the first held-out addition
-question (``data.heldout_tasks("addition", 1)``) at low effort (no working: the model must produce the sum
-itself), against the same question with b's ones digit changed by one (``nano.pairs.addition_pair``), each cut
-before the final answer's last token; metric = logit[clean answer] - logit[corrupt answer] at the last position.
-Every layer x every position of the residual stream is patched for real (``patching_sweep``) and estimated to
-first order in one backward pass (``attribution_patching``); the two must correlate (Pearson >= 0.9).
-``benchmarks/attribution.py`` reports more pairs and hook points.
+The setup, fixed before looking at any correlation: the first held-out addition question
+(``data.heldout_tasks("addition", 1)``) at high effort, the effort at which nano adds correctly, cut where the
+model does the arithmetic (just after ``ones x+y+0=`` in its column-by-column working), against the same
+question with b's ones digit changed by one (``nano.pairs.addition_pair``); metric = logit[clean digit sum] -
+logit[corrupt digit sum] at the last position. Every layer x every position of the residual stream is patched
+for real (``patching_sweep``) and estimated to first order in one backward pass (``attribution_patching``);
+the two must correlate (Pearson >= 0.9). ``benchmarks/attribution.py`` reports more pairs, setups and points.
 """
 
 from __future__ import annotations
@@ -43,18 +43,33 @@ def test_addition_pair_is_two_questions_a_digit_apart(task, pair):
     b2 = b - 1 if b % 10 == 9 else b + 1
     enc = encoding()
     assert pair.questions == (data.addition_question(a, b), data.addition_question(a, b2))
-    assert enc.decode([pair.answer]) == f"{a + b:,}".split(",")[-1]
-    assert enc.decode([pair.corrupt_answer]) == f"{a + b2:,}".split(",")[-1]
-    clean, corrupt = enc.decode(pair.clean.tolist()), enc.decode(pair.corrupt.tolist())
-    head = f"{a + b:,}".rpartition(",")
-    assert clean.endswith(f"<|channel|>final<|message|>{a:,} + {b:,} = {head[0]}{head[1]}")
-    assert clean.replace(f"{b:,}", f"{b2:,}") == corrupt  # b's text is all that differs
-    assert len(pair.differ) == 3  # question, analysis ("Add a and b."), final line
+    assert len(pair.clean) == len(pair.corrupt) and pair.differ
+    # cut after the ones column's "=": the working so far is a prefix of the data's, the next token the digit sum
+    for tokens, y, answer in ((pair.clean, b, pair.answer), (pair.corrupt, b2, pair.corrupt_answer)):
+        text = enc.decode(tokens.tolist())
+        assert f"<|message|>{data.addition_question(a, y)}<|end|>" in text
+        working = text.split("<|channel|>analysis<|message|>")[1]
+        assert working.endswith(f"\nones {a % 10}+{y % 10}+0=") and data.addition_analysis(a, y, "high").startswith(working)
+        assert enc.decode([answer]) == str(a % 10 + y % 10)
     logits = torch.zeros(len(pair.clean), 201088)
     logits[-1, pair.answer], logits[-1, pair.corrupt_answer], logits[-2, pair.answer] = 2.5, -1.0, 9.0
     assert float(pair.metric(logits)) == 3.5 and float(pair.metric(logits[-1:])) == 3.5  # full, or last_only [1, V]
+
+
+def test_addition_pair_at_the_answer():
+    pair = addition_pair(3471, 1791, "low", at="answer")
+    enc = encoding()
+    assert enc.decode(pair.clean.tolist()).endswith("<|channel|>final<|message|>3,471 + 1,791 = 5,")
+    assert enc.decode(pair.corrupt.tolist()).endswith("<|channel|>final<|message|>3,471 + 1,792 = 5,")
+    assert (enc.decode([pair.answer]), enc.decode([pair.corrupt_answer])) == ("262", "263")
+    assert len(pair.differ) == 3  # the question, the analysis ("Add a and b."), the final line
+    high = addition_pair(3471, 1791, "high", at="answer")
+    assert enc.decode(high.clean.tolist()).endswith("3,471 + 1,791 = 5,") and len(high.differ) > 3  # working too
+    assert addition_pair(12, 39).corrupt_answer == enc.encode("10", allowed_special=set())[0]  # 39 -> 38: 2+8
     with pytest.raises(ValueError, match="render to"):
-        addition_pair(999, 0)  # 999 vs 1,000: one more token
+        addition_pair(999, 0, "low", at="answer")  # 999 vs 1,000: one more token
+    with pytest.raises(ValueError, match="high effort"):
+        addition_pair(1, 2, "low")
 
 
 def test_attribution_patching_tracks_real_patching_on_nano(nano, pair):
