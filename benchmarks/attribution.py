@@ -5,9 +5,9 @@
 For the first ``--pairs`` held-out addition questions (``data.heldout_tasks``; a pair that does not line up is
 skipped and said so) in each setup (effort:cut): ``nano.pairs.addition_pair`` (b's ones digit changed by one;
 cut after the working's ``ones x+y+0=`` or before the final answer's last token; metric = logit difference of
-the two next tokens) and ``compare_with_patching`` over every layer x every position at each point. Prints the metric on both runs
-and Pearson r per point, and where the estimate misses most (the (layer, position) with the largest
-|estimate - actual|, and r without layer 0 / without the differing positions). 1 thread.
+the two next tokens) and ``compare_with_patching`` over every layer x every position at each point. Prints the
+metric on both runs and Pearson r per point, and where the estimate misses most (the (layer, position) with the
+largest |estimate - actual|, and r without layer 0 / without the differing positions). 1 thread.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def main() -> None:
     model = workbench.load_model(workbench.default_checkpoint(), dtype=torch.float32)
 
     def r(df) -> float:
-        return float(torch.corrcoef(torch.tensor(df[["estimate", "actual"]].to_numpy().T))[0, 1]) if len(df) > 2 else float("nan")
+        if len(df) < 3:
+            return float("nan")
+        return float(torch.corrcoef(torch.tensor(df[["estimate", "actual"]].to_numpy().T))[0, 1])
 
     print("| setup | pair | T | clean | corrupt | point | pearson | r without layer 0 | r off the differing positions "
           "| worst (layer, position): estimate vs actual |")
@@ -52,8 +54,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 df = compare_with_patching(model, pair.clean, pair.corrupt, pair.metric, point=point, last_only=True)
                 worst = df.loc[(df.estimate - df.actual).abs().idxmax()]
-                print(f"| {setup} | {a:,} + {b:,} | {len(pair.clean)} | {df.attrs['clean']:.2f} | {df.attrs['corrupt']:.2f} "
-                      f"| {point} | {df.attrs['pearson']:.3f} | {r(df[df.layer > 0]):.3f} "
+                print(f"| {setup} | {a:,} + {b:,} | {len(pair.clean)} | {df.attrs['clean']:.2f} "
+                      f"| {df.attrs['corrupt']:.2f} | {point} | {df.attrs['pearson']:.3f} | {r(df[df.layer > 0]):.3f} "
                       f"| {r(df[~df.position.isin(pair.differ)]):.3f} "
                       f"| ({int(worst.layer)}, {int(worst.position)}): {worst.estimate:.2f} vs {worst.actual:.2f} |"
                       f"  ({time.perf_counter() - t0:.0f} s)", flush=True)

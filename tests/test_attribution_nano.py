@@ -6,7 +6,9 @@ model does the arithmetic (just after ``ones x+y+0=`` in its column-by-column wo
 question with b's ones digit changed by one (``nano.pairs.addition_pair``); metric = logit[clean digit sum] -
 logit[corrupt digit sum] at the last position. Every layer x every position of the residual stream is patched
 for real (``patching_sweep``) and estimated to first order in one backward pass (``attribution_patching``);
-the two must correlate (Pearson >= 0.9). ``benchmarks/attribution.py`` reports more pairs, setups and points.
+the two must correlate (Pearson >= 0.9). That holds for this pair, not for every pair: on other held-out
+questions layer 0 at the operand digit and the saturated last position pull r down to 0.44
+(``benchmarks/attribution.py``, RESULTS.md "Attribution patching against real activation patching on nano").
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def test_addition_pair_is_two_questions_a_digit_apart(task, pair):
         text = enc.decode(tokens.tolist())
         assert f"<|message|>{data.addition_question(a, y)}<|end|>" in text
         working = text.split("<|channel|>analysis<|message|>")[1]
-        assert working.endswith(f"\nones {a % 10}+{y % 10}+0=") and data.addition_analysis(a, y, "high").startswith(working)
+        assert working.endswith(f"\nones {a % 10}+{y % 10}+0=")
+        assert data.addition_analysis(a, y, "high").startswith(working)
         assert enc.decode([answer]) == str(a % 10 + y % 10)
     logits = torch.zeros(len(pair.clean), 201088)
     logits[-1, pair.answer], logits[-1, pair.corrupt_answer], logits[-2, pair.answer] = 2.5, -1.0, 9.0
