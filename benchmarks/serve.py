@@ -1,16 +1,21 @@
 """`workbench serve` under load: requests/s and time to first token, chat completions and Responses,
 at concurrency 1, 4 and 16, next to an older server's figures measured in the same run.
 
-    flock /work/coord/heavy.lock python benchmarks/serve.py [--old c0cab3c] [--requests 32] [--max-tokens 32]
+    flock /work/coord/heavy.lock python benchmarks/serve.py [--old c0cab3c] [--requests 16] [--repeats 2]
 
-Each server runs in its own process (``python -m workbench.cli serve CHECKPOINT --port 0``) on the built-in
-model (``workbench.default_checkpoint("tiny")``, or ``--checkpoint``). ``--old COMMIT`` extracts that
-commit's ``workbench/`` package into a temporary folder and serves the same checkpoint with it, so both
-servers are measured on one machine under one load; the old hand-written server had no Responses API.
+Each server runs in its own process (``python -m workbench.cli serve CHECKPOINT --port 0``) on the random
+"tiny" preset (``workbench.default_checkpoint("tiny")``, or ``--checkpoint``). ``--old COMMIT`` extracts that
+commit's ``workbench/`` package into a temporary folder and serves the same checkpoint with it (the old
+server with the old model code: the whole stack of that commit); the old hand-written server had no
+Responses API. Both servers run at once and take turns, round by round, the one going first
+alternating between repeats, so a change in the machine's load (these machines are shared) falls on
+both; the summary gives medians over the repeats and new/old ratios of those medians.
 The client is the official ``openai`` package, one thread per concurrent stream, every request
 streamed with the same seed, ``max_tokens`` and reasoning effort. Time to first token is the time
 from sending a request to the first chunk or event that carries text (reasoning or answer); requests
-per second is completed requests over the wall time of the whole round.
+per second is completed requests over the wall time of the whole round; tokens per second the tokens
+the server reports generating (its usage) over the same wall time, so servers that stop at different
+lengths are compared fairly.
 """
 
 from __future__ import annotations
@@ -50,15 +55,18 @@ def start_server(checkpoint: Path, pythonpath: str | None, extra: list[str]) -> 
     raise RuntimeError(f"server did not start: {' '.join(cmd)}")
 
 
-def one_request(client, api: str, max_tokens: int, seed: int) -> float | None:
-    """Stream one request; return seconds to the first text (None if no text came)."""
+def one_request(client, api: str, max_tokens: int, seed: int) -> tuple[float | None, int | None]:
+    """Stream one request; return seconds to the first text (None if no text came) and the tokens the
+    server says it generated (usage; None if it sent none)."""
     start = time.perf_counter()
-    first = None
+    first = tokens = None
     if api == "chat":
         stream = client.chat.completions.create(
             model="bench", messages=[{"role": "user", "content": "What is 17 + 25?"}], stream=True,
-            max_tokens=max_tokens, seed=seed, reasoning_effort="low")
+            max_tokens=max_tokens, seed=seed, reasoning_effort="low", stream_options={"include_usage": True})
         for chunk in stream:
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
             for c in chunk.choices:
                 d = c.delta
                 text = (d.content or getattr(d, "reasoning_content", None) or getattr(d, "reasoning", None)
@@ -72,7 +80,9 @@ def one_request(client, api: str, max_tokens: int, seed: int) -> float | None:
         for event in stream:
             if event.type.endswith(".delta") and first is None:
                 first = time.perf_counter() - start
-    return first
+            if event.type in ("response.completed", "response.incomplete"):
+                tokens = event.response.usage.output_tokens
+    return first, tokens
 
 
 def round_(url: str, api: str, concurrency: int, requests: int, max_tokens: int) -> dict:
@@ -82,6 +92,7 @@ def round_(url: str, api: str, concurrency: int, requests: int, max_tokens: int)
     todo = list(range(requests))
     lock = threading.Lock()
     ttft: list[float] = []
+    tokens: list[int] = []
     errors: list[str] = []
 
     def worker():
@@ -91,10 +102,12 @@ def round_(url: str, api: str, concurrency: int, requests: int, max_tokens: int)
                     return
                 i = todo.pop()
             try:
-                t = one_request(client, api, max_tokens, seed=i)
+                t, n = one_request(client, api, max_tokens, seed=i)
                 with lock:
                     if t is not None:
                         ttft.append(t)
+                    if n is not None:
+                        tokens.append(n)
             except Exception as e:  # noqa: BLE001 - counted, not fatal
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}"[:200])
@@ -108,7 +121,9 @@ def round_(url: str, api: str, concurrency: int, requests: int, max_tokens: int)
     wall = time.perf_counter() - start
     done = requests - len(errors)
     return {"api": api, "concurrency": concurrency, "requests": requests, "ok": done, "wall": wall,
-            "rps": done / wall, "ttft_p50": statistics.median(ttft) if ttft else float("nan"),
+            "rps": done / wall, "tokens": sum(tokens) / len(tokens) if tokens else float("nan"),
+            "tps": sum(tokens) / wall if len(tokens) == done else float("nan"),
+            "ttft_p50": statistics.median(ttft) if ttft else float("nan"),
             "ttft_p90": sorted(ttft)[int(0.9 * (len(ttft) - 1))] if ttft else float("nan"),
             "errors": errors[:3]}
 
@@ -123,26 +138,50 @@ def supports(url: str, api: str) -> bool:
         return False
 
 
-def measure(label: str, checkpoint: Path, pythonpath: str | None, args) -> list[dict]:
-    proc, url = start_server(checkpoint, pythonpath, args.server_arg or [])
+def show(r: dict) -> None:
+    print(f"{r['server']:>11} {r['api']:>9} c={r['concurrency']:<3} {r['rps']:6.2f} req/s {r['tps']:6.1f} tok/s "
+          f"({r['tokens']:4.1f} tok/req)  ttft p50 {r['ttft_p50'] * 1000:8.1f} ms  p90 {r['ttft_p90'] * 1000:8.1f} ms"
+          f"  ok {r['ok']}/{r['requests']}  load {r['load']:.2f}" + (f"  errors: {r['errors']}" if r["errors"] else ""),
+          flush=True)
+
+
+def measure(servers: dict[str, str], args) -> list[dict]:
+    """Rounds for every API and concurrency, the servers taking turns (the first one alternating), so
+    that a change in the machine's load falls on both."""
     rows = []
-    try:
-        for api in args.apis:
-            if not supports(url, api):
+    for api in args.apis:
+        able = [label for label, url in servers.items() if supports(url, api)]
+        for label in servers:
+            if label not in able:
                 print(f"{label}: no {api} API", flush=True)
-                continue
-            round_(url, api, 1, 2, args.max_tokens)  # warm-up
-            for c in args.concurrency:
-                r = round_(url, api, c, max(args.requests, c), args.max_tokens)
-                r["server"] = label
-                rows.append(r)
-                print(f"{label:>8} {api:>9} c={c:<3} {r['rps']:6.2f} req/s  ttft p50 {r['ttft_p50'] * 1000:8.1f} ms"
-                      f"  p90 {r['ttft_p90'] * 1000:8.1f} ms  ok {r['ok']}/{r['requests']}"
-                      + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        for label in able:
+            round_(servers[label], api, 1, 2, args.max_tokens)  # warm-up
+        for c in args.concurrency:
+            for rep in range(args.repeats):
+                for label in (able if rep % 2 == 0 else able[::-1]):
+                    r = round_(servers[label], api, c, max(args.requests, c), args.max_tokens)
+                    r.update(server=label, repeat=rep, load=os.getloadavg()[0])
+                    rows.append(r)
+                    show(r)
     return rows
+
+
+def summary(rows: list[dict]) -> None:
+    """Medians over the repeats per server, API and concurrency, and new/old ratios of those medians."""
+    med: dict[tuple, dict] = {}
+    for key in sorted({(r["server"], r["api"], r["concurrency"]) for r in rows}):
+        group = [r for r in rows if (r["server"], r["api"], r["concurrency"]) == key]
+        med[key] = {k: statistics.median(r[k] for r in group) for k in ("rps", "tps", "ttft_p50", "ttft_p90")}
+        m = med[key]
+        print(f"median of {len(group)}: {key[0]:>11} {key[1]:>9} c={key[2]:<3} {m['rps']:6.2f} req/s "
+              f"{m['tps']:6.1f} tok/s  ttft p50 {m['ttft_p50'] * 1000:8.1f} ms  p90 {m['ttft_p90'] * 1000:8.1f} ms")
+    olds = [k for k in med if k[0].startswith("old")]
+    for old in olds:
+        new = ("new", old[1], old[2])
+        if new in med:
+            o, n = med[old], med[new]
+            print(f"new / old {old[1]:>9} c={old[2]:<3} req/s x{n['rps'] / o['rps']:.2f}   tok/s x{n['tps'] / o['tps']:.2f}"
+                  f"   ttft p50 x{n['ttft_p50'] / o['ttft_p50']:.2f}")
 
 
 def main() -> None:
@@ -150,7 +189,8 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the built-in model")
     p.add_argument("--old", default=None, help="a git commit whose server to measure too (e.g. c0cab3c)")
     p.add_argument("--only-old", action="store_true", help="measure only the --old server")
-    p.add_argument("--requests", type=int, default=32, help="requests per round (at least the concurrency)")
+    p.add_argument("--requests", type=int, default=16, help="requests per round (at least the concurrency)")
+    p.add_argument("--repeats", type=int, default=2, help="rounds per server, API and concurrency")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     p.add_argument("--apis", type=lambda s: s.split(","), default=["chat", "responses"])
@@ -161,23 +201,25 @@ def main() -> None:
 
         args.checkpoint = default_checkpoint("tiny")
     print(f"load before: {os.getloadavg()}", flush=True)
-    rows = []
+    procs, servers = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.old:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old, "workbench"], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            rows += measure(f"old {args.old[:7]}", args.checkpoint, tmp, args)
-        if not args.only_old:
-            rows += measure("new", args.checkpoint, None, args)
+        try:
+            if args.old:
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old, "workbench"], check=True,
+                                         capture_output=True).stdout
+                subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+                proc, servers[f"old {args.old[:7]}"] = start_server(args.checkpoint, tmp, args.server_arg or [])
+                procs.append(proc)
+            if not args.only_old:
+                proc, servers["new"] = start_server(args.checkpoint, None, args.server_arg or [])
+                procs.append(proc)
+            rows = measure(servers, args)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
     print(f"load after: {os.getloadavg()}", flush=True)
-    old = {(r["api"], r["concurrency"]): r for r in rows if r["server"].startswith("old")}
-    new = {(r["api"], r["concurrency"]): r for r in rows if r["server"] == "new"}
-    if old and new:
-        print("\nnew / old (chat completions):")
-        for key in sorted(set(old) & set(new)):
-            print(f"  c={key[1]:<3} req/s x{new[key]['rps'] / old[key]['rps']:.2f}   "
-                  f"ttft p50 x{new[key]['ttft_p50'] / old[key]['ttft_p50']:.2f}")
+    summary(rows)
 
 
 if __name__ == "__main__":

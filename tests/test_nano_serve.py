@@ -16,7 +16,7 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from workbench.harmony.functions import describe_function  # noqa: E402
-from workbench.nano.functions import get_weather  # noqa: E402
+from workbench.nano.functions import NANO_FUNCTIONS, get_weather  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def test_reasoning_and_answer(server):
 
 
 def test_function_call_round_trip(server):
-    desc = describe_function(get_weather)
-    tools = [{"type": "function", "function": {"name": desc.name, "description": desc.description,
-                                               "parameters": desc.parameters}}]
+    # the functions nano was trained with, declared as a client declares them (it calls tools only in that setting)
+    tools = [{"type": "function", "function": {"name": d.name, "description": d.description, "parameters": d.parameters}}
+             for d in map(describe_function, NANO_FUNCTIONS)]
     messages = [{"role": "user", "content": "What's the weather like in Oslo?"}]
     first = server.chat.completions.create(model="nano", messages=messages, tools=tools, reasoning_effort="medium",
                                            temperature=0, max_tokens=200)
