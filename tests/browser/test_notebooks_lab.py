@@ -17,6 +17,7 @@ EXPECTED = {
     "05_tools": {"tool-trace": 2},
     "06_sweep": {"sweep": 1},
     "07_kernels": {},
+    "08_research": {"logit-lens": 1, "attention-grid": 1},
 }
 
 

@@ -142,8 +142,11 @@ def _operand(rng: random.Random) -> int:
 
 
 def addition(rng: random.Random) -> Task:
-    a, b = _operand(rng), _operand(rng)
+    return addition_task(_operand(rng), _operand(rng))
 
+
+def addition_task(a: int, b: int) -> Task:
+    """The task a + b: the analysis at each effort (``addition_analysis``), then ``a + b = sum`` on the final channel."""
     def steps(effort: str) -> Plan:
         yield Step("analysis", addition_analysis(a, b, effort))
         yield Step("final", f"{a:,} + {b:,} = {a + b:,}")
