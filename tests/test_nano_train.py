@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_loss_is_the_full_vocabulary_cross_entropy():
-    """Loss over U trained rows + the analytic term for the V - U zero rows == cross-entropy of the model whose
-    unembedding has all V rows (zeros elsewhere), computed directly over V."""
+    """Loss over U trained rows + the analytic term for the V - U rows sharing one vector == cross-entropy of the
+    model whose unembedding has all V rows (that vector, or zeros, elsewhere), computed directly over V."""
     vocab = sorted(torch.randperm(tr.V_FULL, generator=torch.Generator().manual_seed(0))[:300].tolist())
     cfg = dataclasses.replace(tr.TrainConfig(), model=dict(tr.TrainConfig().model, hidden_size=64,
                                                            intermediate_size=64, num_hidden_layers=2))
@@ -31,20 +31,35 @@ def test_loss_is_the_full_vocabulary_cross_entropy():
     mask = torch.rand((3, 20), generator=g) < 0.5
     mask[:, -1] = False
     batch = tr.Batch(tokens, mask, torch.ones_like(mask), 0, 0)
-    loss, stats = tr.loss_fn(model, batch, tr.V_FULL, aux_coef=0.0)
+    shared = torch.randn(model.config.hidden_size, generator=g) * 0.3
+    for untrained in (None, shared):
+        _check_full_vocabulary_loss(model, vocab, batch, untrained)
+
+
+def _check_full_vocabulary_loss(model, vocab, batch, shared):
+    tokens, mask = batch.tokens, batch.mask
+    u = None if shared is None else shared.clone().requires_grad_(True)
+    loss, stats = tr.loss_fn(model, batch, tr.V_FULL, aux_coef=0.0, untrained=u)
+    unseen = torch.ones(tr.V_FULL, dtype=torch.bool)
+    unseen[torch.tensor(vocab)] = False
+    full = torch.zeros((tr.V_FULL, model.config.hidden_size), dtype=torch.double)
+    if shared is not None:
+        full[:] = shared
+    full[torch.tensor(vocab)] = model.unembedding.detach().double()
+    full.requires_grad_(True)
     with torch.no_grad():
-        full = torch.zeros((tr.V_FULL, model.config.hidden_size))
-        full[torch.tensor(vocab)] = model.unembedding
-        h = model.final_hidden(tokens)[mask]
-        logits = (h @ full.T).double()
-        ids = torch.tensor(vocab)[tokens[:, 1:][mask[:, :-1]]]
-        want = torch.nn.functional.cross_entropy(logits, ids)
-        untrained = torch.ones(tr.V_FULL, dtype=torch.bool)
-        untrained[torch.tensor(vocab)] = False
-        mass = torch.softmax(logits, -1)[:, untrained].sum(-1).mean()
+        h = model.final_hidden(tokens)[mask].double()
+    logits = h @ full.T
+    ids = torch.tensor(vocab)[tokens[:, 1:][mask[:, :-1]]]
+    want = torch.nn.functional.cross_entropy(logits, ids)
+    mass = torch.softmax(logits.detach(), -1)[:, unseen].sum(-1).mean()
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
     assert stats["untrained_mass"] == pytest.approx(float(mass), rel=1e-4)
     assert 1e-6 < stats["untrained_mass"] < 1
+    if u is not None:  # the shared row's gradient: the sum of the full model's gradients on the rows it stands for
+        loss.backward()
+        want.backward()
+        assert torch.allclose(u.grad.double(), full.grad[unseen].sum(0), rtol=1e-4, atol=1e-7)
 
 
 def test_schedule_and_fake_quantization():

@@ -57,8 +57,8 @@ def _probe(untrained: torch.Tensor, masses: list[float]):
 
 
 def trained_ids(model) -> torch.Tensor:
-    """Ids whose unembedding row is not zero: the rows training updated."""
-    return (model.unembedding.detach().float().abs().sum(-1) > 0).nonzero()[:, 0]
+    """Ids whose embedding row is not zero: the rows training updated (see ``nano.ship``)."""
+    return (model.embedding.detach().float().abs().sum(-1) > 0).nonzero()[:, 0]
 
 
 def score(task: data.Task, final: str | None, trace) -> bool:

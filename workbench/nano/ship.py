@@ -1,10 +1,12 @@
 """The nano model's shipped weights: only the trained rows, in the package; the full checkpoint on first use.
 
 ``nano.safetensors`` (package data, a few MB) holds ``vocab`` (int32 [U], the ids training updated), the
-embedding and unembedding rows of those ids (bf16 [U, H]), the expert matrices packed as MXFP4 (``*.blocks``,
+embedding and unembedding rows of those ids (bf16 [U, H]), ``unembedding.untrained`` (bf16 [H], the
+unembedding row every other id shares; see ``train``), the expert matrices packed as MXFP4 (``*.blocks``,
 ``*.scales``, exactly what the checkpoint stores) and every other tensor in bf16; its metadata holds the
 model config (full vocabulary), the training config, commit and thread count. ``write_checkpoint`` expands it
-into an ordinary gpt-oss checkpoint with all V = 201088 rows (the untrained ones zero) in either layout, so
+into an ordinary gpt-oss checkpoint with all V = 201088 rows (untrained ids: zero embedding rows, the shared
+unembedding row) in either layout, so
 every loader, transformers included, reads it unchanged. ``nano_checkpoint()`` does that once per layout into
 the user cache (``workbench.default_checkpoint()`` is this).
 
@@ -25,6 +27,7 @@ from ..config import ModelConfig
 
 WEIGHTS = Path(__file__).parent / "weights" / "nano.safetensors"
 ROWS = ("embedding.weight", "unembedding.weight")
+UNTRAINED = "unembedding.untrained"  # [H]: the unembedding row of every id outside ``vocab``
 
 
 def save_weights(path: str | Path, train_config, vocab: list[int], params: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -61,7 +64,7 @@ def read_weights(path: str | Path = WEIGHTS) -> tuple[ModelConfig, dict[str, tor
         raise ValueError(f"{path}: not a nano weights file (no config metadata or vocab tensor)")
     cfg = ModelConfig.from_original_json(json.loads(meta["config"]), str(path))
     vocab = raw.pop("vocab").long()
-    tensors = {}
+    tensors = {UNTRAINED: raw[UNTRAINED]} if UNTRAINED in raw else {}
     for name in expected_shapes(cfg):
         if name in ROWS:
             tensors[name.replace(".weight", ".rows")] = raw[name.replace(".weight", ".rows")]
@@ -73,12 +76,16 @@ def read_weights(path: str | Path = WEIGHTS) -> tuple[ModelConfig, dict[str, tor
 
 
 def expand(cfg: ModelConfig, vocab: torch.Tensor, tensors: dict) -> dict:
-    """Canonical tensors with all V rows: the embedding and unembedding ``*.rows`` [U, H] scattered into zero
-    [V, H] matrices at ``vocab``; everything else as given."""
+    """Canonical tensors with all V rows: the embedding and unembedding ``*.rows`` [U, H] scattered at ``vocab``
+    into [V, H] matrices whose other rows are zero (embedding) or ``tensors[UNTRAINED]`` (unembedding; zero
+    when absent); everything else as given."""
     out = dict(tensors)
+    shared = out.pop(UNTRAINED, None)
     for name in ROWS:
         rows = out.pop(name.replace(".weight", ".rows"))
         full = torch.zeros(expected_shapes(cfg)[name], dtype=rows.dtype)
+        if name == "unembedding.weight" and shared is not None:
+            full[:] = shared.to(rows.dtype)
         full[vocab] = rows
         out[name] = full
     return out

@@ -3,14 +3,16 @@
 The model is ``workbench.model.Model`` itself (sinks, alternating sliding/full attention, GQA, top-k MoE with
 clamped SwiGLU), in fp32 with dense trainable experts, over a reduced vocabulary: the U token ids the data
 can contain (``vocabulary``) are renumbered 0..U-1, so the embedding and unembedding have U rows. The
-shipped checkpoint has all V = 201088 rows; the V - U others are zero. A zero unembedding row gives a logit
-of exactly 0, so the full softmax's normaliser is
+shipped checkpoint has all V = 201088 rows: the V - U others are zero in the embedding (never read) and in
+the unembedding all equal one trained vector ``untrained`` [H] (the row every unseen id shares). Each of
+them gets the logit l_o = h . untrained, so the full softmax's normaliser is
 
-    Z = sum_{u in U} exp(l_u) + (V - U) * exp(0),   log Z = logaddexp(logsumexp_u l_u, log(V - U)),
+    Z = sum_{u in U} exp(l_u) + (V - U) * exp(l_o),   log Z = logaddexp(logsumexp_u l_u, log(V - U) + l_o),
 
 and the loss -l_target + log Z is exactly the full-vocabulary cross-entropy of the shipped model: what
-training optimises is the distribution it ships. ``untrained_mass`` = (V - U) / Z, the probability the model
-puts on ids it never saw, is logged at every step. Logits are computed only where the loss needs them (the
+training optimises is the distribution it ships, and the shared row learns to keep l_o low (with zero rows,
+l_o = 0, the mass on unseen ids stays large wherever the model is unsure). ``untrained_mass`` = (V - U)
+exp(l_o) / Z, the probability the model puts on ids it never saw, is logged at every step. Logits are computed only where the loss needs them (the
 tokens the assistant generates, ``data.tokens_and_mask``).
 
 Data streams in chunks of fresh examples (``chunk_examples`` each, from seed (seed, chunk)), sorted by length
@@ -51,6 +53,7 @@ from ..checkpoint import expected_shapes, is_expert_weight
 from ..config import ModelConfig
 from ..model import Model
 from . import data
+from .ship import UNTRAINED
 
 V_FULL = 201088
 NANO_CONFIG = ModelConfig(
@@ -219,8 +222,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def make_optimizer(cfg: TrainConfig, model: Model) -> torch.optim.Optimizer:
-    params = model.canonical_parameters()
+def make_optimizer(cfg: TrainConfig, params: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
     decay = [p for n, p in params.items() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in params.items() if not (p.dim() >= 2 and "embedding" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -232,8 +234,10 @@ def fake_quantize(w: torch.Tensor) -> torch.Tensor:
     return mxfp4.dequantize(*mxfp4.quantize(w), dtype=torch.float32)
 
 
-def loss_fn(model: Model, batch: Batch, V: int, aux_coef: float) -> tuple[torch.Tensor, dict]:
-    """(total loss, stats): full-vocabulary cross-entropy on the generated tokens + load balancing."""
+def loss_fn(model: Model, batch: Batch, V: int, aux_coef: float,
+            untrained: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """(total loss, stats): full-vocabulary cross-entropy on the generated tokens + load balancing. The V - U
+    ids outside the model's U rows share the unembedding row ``untrained`` [H] (zeros when None)."""
     router = []
     hidden = model.final_hidden(batch.tokens, hooks={"blocks.*.moe.router_logits": lambda x, name: router.append(x)})
     U = model.config.vocab_size
@@ -241,12 +245,13 @@ def loss_fn(model: Model, batch: Batch, V: int, aux_coef: float) -> tuple[torch.
     targets = batch.tokens[:, 1:][batch.mask[:, :-1]]
     with torch.autocast("cpu", enabled=False):  # the loss head in fp32 (bf16 logits would blur the loss)
         logits = h.float() @ model.unembedding.float().T  # [N, U]
-    log_z = torch.logaddexp(torch.logsumexp(logits, dim=-1), torch.tensor(math.log(V - U)))
+        other = math.log(V - U) + (h.float() @ untrained.float() if untrained is not None else 0.0)  # [N]
+    log_z = torch.logaddexp(torch.logsumexp(logits, dim=-1), torch.as_tensor(other))
     nll = log_z - logits.gather(-1, targets[:, None])[:, 0]
     ce = nll.mean()
     aux = torch.stack([_balance(r[batch.valid], model.config.experts_per_token) for r in router]).mean()
     stats = {"loss": float(ce.detach()), "aux": float(aux.detach()), "scored": int(h.shape[0]),
-             "untrained_mass": float(torch.exp(math.log(V - U) - log_z.detach()).mean())}
+             "untrained_mass": float(torch.exp(torch.as_tensor(other).detach() - log_z.detach()).mean())}
     return ce + aux_coef * aux, stats
 
 
@@ -313,8 +318,11 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
     U = len(vocab)
     local = torch.full((V_FULL,), -1, dtype=torch.long)
     local[torch.tensor(vocab)] = torch.arange(U)
-    model = build_model(cfg, vocab, state["weights"] if state else None)
-    opt = make_optimizer(cfg, model)
+    weights = dict(state["weights"]) if state else None
+    untrained = torch.nn.Parameter(weights.pop(UNTRAINED) if state else torch.zeros(cfg.model_config.hidden_size))
+    model = build_model(cfg, vocab, weights)
+    params = {**model.canonical_parameters(), UNTRAINED: untrained}
+    opt = make_optimizer(cfg, params)
     if state:
         opt.load_state_dict(state["optimizer"])
     step, chunk, index = (state["step"], state["chunk"], state["index"]) if state else (0, 0, 0)
@@ -322,7 +330,6 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
     meta = {"config": cfg.to_json(), "threads": torch.get_num_threads(), "commit": _commit(),
             "torch": torch.__version__}
     (out / "run.json").write_text(json.dumps(meta, indent=1))
-    params = model.canonical_parameters()
     experts = [p for n, p in params.items() if is_expert_weight(n)]
     others = [p for n, p in params.items() if not is_expert_weight(n)]
     bar = tqdm(total=stop, initial=step, desc="train-nano", unit="step", disable=not progress)
@@ -344,14 +351,14 @@ def train(out: str | Path, cfg: TrainConfig = TrainConfig(), *, steps: int | Non
                     p.copy_(p.bfloat16().float())
         # in the fake-quant phase matmuls also run in bf16 (autocast), as the shipped bf16 model computes
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=qat):
-            loss, stats = loss_fn(model, batch, V_FULL, cfg.aux_coef)
+            loss, stats = loss_fn(model, batch, V_FULL, cfg.aux_coef, untrained)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if qat:
             with torch.no_grad():
                 for p, m in zip(experts + others, masters):
                     p.copy_(m)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         opt.step()
         step += 1
         chunk, index = batch.chunk, batch.index + 1
