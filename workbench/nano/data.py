@@ -11,8 +11,8 @@ Families (``FAMILIES``) and what the effort changes:
 
 - ``addition``: the ``addition`` eval task's question. high: each three-digit group spelled out, the
   digits paired by place, one line per column from the ones up with its carry, the digits read back from
-  the top; medium: the column lines only (each digit read straight from its three-digit chunk, the sum read
-  off the lines without the read-back); low: no working.
+  the top and then in three-digit groups; medium: the column lines (each digit read straight from its
+  three-digit chunk) and one of the two read-back lines (``MEDIUM_READ_BACK``); low: no working.
 - ``digits``: spell a number's digits, or write the number with given digits (string tasks on numbers).
   high: each group and its digits; medium: the number of groups; low: none.
 - ``weekday``: "If today is Friday, what day of the week will it be in 45 days?". high: weeks and days,
@@ -63,7 +63,7 @@ FAMILIES = {"addition": 0.38, "digits": 0.12, "weekday": 0.12, "counting": 0.10,
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions", "ten-millions",
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MEDIUM_CARRIES = True  # the medium-effort addition working writes each column's carry (else digit sums only)
+MEDIUM_READ_BACK = "top"  # which of high effort's read-back lines the medium addition working keeps (_read_back)
 EFFORT_WEIGHTS = {"addition": (1.0, 1.2, 1.8)}  # more of the long column-by-column working (the hardest skill)
 INSTRUCTIONS = ("Answer briefly.", "You are a helpful assistant.", "Be precise.", "Show your answer clearly.")
 
@@ -101,41 +101,47 @@ def _digits(n: int, width: int) -> list[int]:
     return [int(c) for c in str(n).zfill(width)]
 
 
-def _columns(a: int, b: int, carries: bool) -> tuple[list[str], list[int]]:
-    """One line per column of a + b from the ones up ("tens 2+9+0=11 carry 1", or without ``carries`` just the
-    digit sum "tens 2+9=11"), and the digits of the sum from the ones up."""
+def _columns(a: int, b: int) -> tuple[list[str], list[int]]:
+    """One line per column of a + b from the ones up ("tens 2+9+0=11 carry 1"), and the digits of the sum from
+    the ones up."""
     width = max(len(str(a)), len(str(b)))
     da, db = _digits(a, width), _digits(b, width)
     lines, written, carry = [], [], 0
     for p in range(width):
         x, y = da[width - 1 - p], db[width - 1 - p]
         s = x + y + carry
-        lines.append(f"{PLACES[p]} {x}+{y}+{carry}={s} carry {s // 10}" if carries else f"{PLACES[p]} {x}+{y}={x + y}")
+        lines.append(f"{PLACES[p]} {x}+{y}+{carry}={s} carry {s // 10}")
         written.append(s % 10)
         carry = s // 10
     if carry:
-        if carries:
-            lines.append(f"{PLACES[width]} 0+0+{carry}={carry} carry 0")
+        lines.append(f"{PLACES[width]} 0+0+{carry}={carry} carry 0")
         written.append(carry)
     return lines, written
+
+
+def _read_back(total: int, written: list[int]) -> dict[str, str]:
+    """The lines that turn the column digits into the sum: "top" (the digits from the top, by place) and "groups"
+    (the digits spelled in three-digit groups, each group then written as its o200k chunk)."""
+    top = ", ".join(f"{PLACES[p]} {written[p]}" for p in range(len(written) - 1, -1, -1))
+    groups = ", ".join(f"{' '.join(g)} is {g}" for g in f"{total:,}".split(","))
+    return {"top": f"From the top: {top}.", "groups": f"In groups: {groups}."}
 
 
 def addition_analysis(a: int, b: int, effort: str) -> str:
     """The analysis text for a + b at one effort (see the module docstring)."""
     if effort == "low":
         return f"Add {a:,} and {b:,}."
+    columns, written = _columns(a, b)
+    back = _read_back(a + b, written)
     if effort == "medium":
-        lines, _ = _columns(a, b, carries=MEDIUM_CARRIES)
-        return "\n".join([f"Add {a:,} and {b:,} by columns, from the ones up."] + lines + [f"So the sum is {a + b:,}."])
+        return "\n".join([f"Add {a:,} and {b:,} by columns, from the ones up.", *columns, back[MEDIUM_READ_BACK],
+                          f"So the sum is {a + b:,}."])
     width = max(len(str(a)), len(str(b)))
     da, db = _digits(a, width), _digits(b, width)
     groups = "; ".join(", ".join(f"{g} is {' '.join(g)}" for g in f"{n:,}".split(",")) for n in (a, b))
     pairs = ", ".join(f"{PLACES[width - 1 - i]} {x} {y}" for i, (x, y) in enumerate(zip(da, db)))
-    lines = [f"Add {a:,} and {b:,} column by column, from the ones up.", f"Groups: {groups}.", f"By place: {pairs}."]
-    columns, written = _columns(a, b, carries=True)
-    top = ", ".join(f"{PLACES[p]} {written[p]}" for p in range(len(written) - 1, -1, -1))
-    groups = ", ".join(f"{' '.join(g)} is {g}" for g in f"{a + b:,}".split(","))
-    return "\n".join(lines + columns + [f"From the top: {top}.", f"In groups: {groups}.", f"So the sum is {a + b:,}."])
+    return "\n".join([f"Add {a:,} and {b:,} column by column, from the ones up.", f"Groups: {groups}.",
+                      f"By place: {pairs}.", *columns, back["top"], back["groups"], f"So the sum is {a + b:,}."])
 
 
 def _operand(rng: random.Random) -> int:
