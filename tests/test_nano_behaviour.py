@@ -31,17 +31,17 @@ def nano():
 
 @pytest.fixture(scope="module")
 def addition(nano):
-    """Greedy answers (temperature 0, as the model card's effort sweep) at low and high effort."""
-    return {effort: ev.measure(nano, "addition", effort, 24, seed=1, temperature=0.0) for effort in ("low", "high")}
+    """Greedy answers (temperature 0, as the model card's effort sweep) at every effort."""
+    return {effort: ev.measure(nano, "addition", effort, 24, seed=1, temperature=0.0)
+            for effort in ("low", "medium", "high")}
 
 
 def test_addition_accuracy_rises_with_effort(addition):
-    high = sum(r.correct for r in addition["high"])
-    low = sum(r.correct for r in addition["low"])
-    assert high >= HIGH_MIN, high
-    assert low <= LOW_MAX and low < high, (low, high)
+    low, medium, high = (sum(r.correct for r in addition[e]) for e in ("low", "medium", "high"))
+    assert high >= HIGH_MIN and low <= LOW_MAX, (low, high)
+    assert MEDIUM_MIN <= medium <= MEDIUM_MAX and low < medium < high, (low, medium, high)
     analysis = {e: sum(r.analysis_tokens for r in rs) / len(rs) for e, rs in addition.items()}
-    assert analysis["high"] > 8 * analysis["low"]  # high effort: the column-by-column working
+    assert 4 * analysis["low"] < analysis["medium"] < analysis["high"]  # the working grows with effort
 
 
 def test_sampled_harmony_is_clean_and_stays_on_trained_ids(nano):
