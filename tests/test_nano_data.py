@@ -101,6 +101,8 @@ def test_addition_working_is_right(seed):
     assert high.messages[-1].content[0].text == f"{a:,} + {b:,} = {a + b:,}"
     medium = _analysis(_conversation("addition", "medium", seed)[1])
     _check_columns(medium, a, b)
+    top_place = data.PLACES[max(len(str(a)), len(str(b))) - 1]  # named before the columns, as "By place" names it
+    assert medium.splitlines()[0].endswith(f"to the {top_place}.") and f"By place: {top_place} " in text
     lines = set(medium.splitlines())  # the medium working: the column lines and one read-back line of high's
     assert "Groups" not in medium and len(lines & set(text.splitlines())) == n + 2  # + "So the sum is"
     assert {"top": f"From the top: {top}.", "groups": f"In groups: {regroup}."}[data.MEDIUM_READ_BACK] in lines

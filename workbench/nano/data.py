@@ -11,8 +11,10 @@ Families (``FAMILIES``) and what the effort changes:
 
 - ``addition``: the ``addition`` eval task's question. high: each three-digit group spelled out, the
   digits paired by place, one line per column from the ones up with its carry, the digits read back from
-  the top and then in three-digit groups; medium: the column lines (each digit read straight from its
-  three-digit chunk) and one of the two read-back lines (``MEDIUM_READ_BACK``); low: no working.
+  the top and then in three-digit groups; medium: the top place named, the column lines (each digit read
+  straight from its three-digit chunk) and one of the two read-back lines (``MEDIUM_READ_BACK``); low: no
+  working. Both efforts name the top place before the first column line (high in "By place"), so the
+  column lines stop by the same rule at either effort.
 - ``digits``: spell a number's digits, or write the number with given digits (string tasks on numbers).
   high: each group and its digits; medium: the number of groups; low: none.
 - ``weekday``: "If today is Friday, what day of the week will it be in 45 days?". high: weeks and days,
@@ -133,10 +135,10 @@ def addition_analysis(a: int, b: int, effort: str) -> str:
         return f"Add {a:,} and {b:,}."
     columns, written = _columns(a, b)
     back = _read_back(a + b, written)
-    if effort == "medium":
-        return "\n".join([f"Add {a:,} and {b:,} by columns, from the ones up.", *columns, back[MEDIUM_READ_BACK],
-                          f"So the sum is {a + b:,}."])
     width = max(len(str(a)), len(str(b)))
+    if effort == "medium":  # the top place is named before the columns start, as high's "By place" line names it
+        return "\n".join([f"Add {a:,} and {b:,} by columns, from the ones up to the {PLACES[width - 1]}.", *columns,
+                          back[MEDIUM_READ_BACK], f"So the sum is {a + b:,}."])
     da, db = _digits(a, width), _digits(b, width)
     groups = "; ".join(", ".join(f"{g} is {' '.join(g)}" for g in f"{n:,}".split(",")) for n in (a, b))
     pairs = ", ".join(f"{PLACES[width - 1 - i]} {x} {y}" for i, (x, y) in enumerate(zip(da, db)))
