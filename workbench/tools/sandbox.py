@@ -260,7 +260,35 @@ def _as_root_helper(argv: list[str], runtime: list[str]) -> list[str]:
 
 # Every sandbox is started from this one long-lived thread: the parent-death signal that ends a
 # sandbox with its host fires when the *thread* that forked it exits, not the process.
+# It is started here, at import: a Ctrl-C landing while the executor starts its worker on a first
+# submit would leave a worker it never registered, and the interpreter would then hang at exit
+# waiting for it.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-sandbox-spawner")
+_SPAWNER.submit(int).result()
+
+
+def _spawn(argv: list[str], fds: tuple[int, ...], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(argv, **kwargs)`` on the spawner thread. Interrupted (Ctrl-C) while it starts, the
+    process is killed and ``fds`` closed once the spawner is done with them, and the interrupt propagates."""
+    future = _SPAWNER.submit(subprocess.Popen, argv, **kwargs)
+    try:
+        return future.result()
+    except BaseException:
+        def reap(done: concurrent.futures.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                proc = done.result()
+                _killpg(proc)
+                proc.wait()
+                if proc.stderr is not None:
+                    proc.stderr.close()
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+        future.add_done_callback(reap)
+        raise
 
 
 def _host_facts() -> dict:
@@ -352,10 +380,8 @@ class PythonSession:
                       pass_fds=(sup_in_r, sup_out_w), start_new_session=True, cwd=cwd, env=_env(home),
                       close_fds=True)
         try:
-            self._proc = _SPAWNER.submit(subprocess.Popen, argv, **kwargs).result()
+            self._proc = _spawn(argv, (sup_in_r, sup_in_w, sup_out_r, sup_out_w), **kwargs)
         except OSError as e:
-            for fd in (sup_in_r, sup_in_w, sup_out_r, sup_out_w):
-                os.close(fd)
             raise SandboxUnavailable(f"could not start the sandbox: {e}") from None
         os.close(sup_in_r)
         os.close(sup_out_w)
