@@ -217,9 +217,11 @@ SLEEPER = ("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c'
 
 
 def _interrupted_host(token: str, after) -> tuple[str, int]:
-    """A fresh host interpreter (Python's default SIGINT handler) calls the python tool with SLEEPER; ``after()``
+    """A fresh host interpreter with Python's default SIGINT handler (set explicitly: a runner started in the
+    background, e.g. under nohup, passes SIGINT on ignored) calls the python tool with SLEEPER; ``after()``
     returns once it is time to send SIGINT (Ctrl-C in a terminal, Jupyter's interrupt). Returns (stdout, rc)."""
-    script = (f"from workbench.tools import PythonTool\nt = PythonTool(timeout=60)\n"
+    script = (f"import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              f"from workbench.tools import PythonTool\nt = PythonTool(timeout=60)\n"
               f"try:\n    print('ready', flush=True)\n    t.call('python', {SLEEPER.format(token=token)!r})\n"
               f"except KeyboardInterrupt:\n    print('interrupted', t.session.alive, flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
