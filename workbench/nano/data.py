@@ -66,7 +66,7 @@ PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-tho
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MEDIUM_READ_BACK = "top"  # which of high effort's read-back lines the medium addition working keeps (_read_back)
-EFFORT_WEIGHTS = {"addition": (1.0, 1.2, 1.8)}  # more of the long column-by-column working (the hardest skill)
+EFFORT_WEIGHTS = {"addition": (1.0, 1.0, 2.2)}  # more of the long column-by-column working (the hardest skill)
 INSTRUCTIONS = ("Answer briefly.", "You are a helpful assistant.", "Be precise.", "Show your answer clearly.")
 
 
