@@ -60,8 +60,8 @@ from ..harmony import tokens as T
 from .functions import CITIES, NANO_FUNCTIONS, RATES
 
 EFFORTS = ("low", "medium", "high")
-FAMILIES = {"addition": 0.38, "digits": 0.12, "weekday": 0.12, "counting": 0.10, "python": 0.13, "function": 0.12,
-            "greeting": 0.03}
+FAMILIES = {"addition": 0.35, "digits": 0.11, "weekday": 0.11, "counting": 0.09, "python": 0.18, "function": 0.14,
+            "greeting": 0.02}
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions", "ten-millions",
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
