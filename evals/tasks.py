@@ -11,7 +11,8 @@ task           problems                                     scored by
 ``dates``      date offsets and differences                 ``date``: the ISO date, or the day count exactly
 ``counting``   occurrences of a word in a list              ``numeric``: the integer, exactly
 ``sorting``    sort a list of integers                      ``number_list``: the integers, in order
-``addition``   two (d+3)-digit integers, 1,000 per seed       ``numeric``: the integer, exactly
+``addition``   two integers of d+2 to d+5 digits each,      ``numeric``: the integer, exactly
+               1,000 per seed
 ``product``    two (d+3)-digit integers multiplied, with    ``numeric``: the integer, exactly
                the python tool in the loop
 ============== ============================================ ============================================
@@ -145,9 +146,8 @@ def addition_question(a: int, b: int) -> str:
 
 
 def _addition(rng: random.Random, d: int) -> tuple[str, str]:
-    """Two (d+3)-digit integers written with thousands separators (5 digits at the default difficulty)."""
-    n = d + 3
-    a, b = rng.randint(10 ** (n - 1), 10 ** n - 1), rng.randint(10 ** (n - 1), 10 ** n - 1)
+    """Two integers written with thousands separators, each of d+2 to d+5 digits (4-7 at the default difficulty)."""
+    a, b = (rng.randint(10 ** (n - 1), 10 ** n - 1) for n in (rng.randint(d + 2, d + 5) for _ in range(2)))
     return addition_question(a, b), str(a + b)
 
 

@@ -67,10 +67,13 @@ def test_generated_tasks_are_deterministic_and_prefix_stable():
     assert hard.count(",") > easy.count(",")
     assert get_task("arithmetic").name == "arithmetic" and get_task("arithmetic:4").name == "arithmetic:4"
     assert get_task("dates", seed=3).name == "dates@3"
-    # addition: (d+3)-digit operands, 1,000 distinct questions per seed (n >= 200 per effort without repeats)
+    # addition: (d+2)- to (d+5)-digit operands, 1,000 distinct questions per seed (n >= 200 per effort, no repeats)
     add = get_task("addition:2").samples()
     assert len(add) == 1000 and len({s.question for s in add}) == 1000
-    assert all(len(x.replace(",", "")) == 5 for s in add[:20] for x in re.findall(r"[\d,]+(?=[ ?])", s.question))
+    widths = [len(x.replace(",", "")) for s in add for x in re.findall(r"[\d,]+(?=[ ?])", s.question)]
+    assert set(widths) == {4, 5, 6, 7} and all(250 < widths.count(w) < 750 for w in range(4, 8))
+    assert all(int(s.target) == sum(int(x.replace(",", "")) for x in re.findall(r"[\d,]+(?=[ ?])", s.question))
+               for s in add)
     # a task's name is a spec for itself (how a stored sweep finds its tasks again)
     for spec in ("arithmetic", "arithmetic:4", "dates@3", "sorting:5@2"):
         task = get_task(spec)

@@ -99,21 +99,20 @@ def test_addition_working_is_right(seed):
     regroup = re.search(r"In groups: (.*)\.", text).group(1)
     assert regroup == ", ".join(f"{' '.join(g)} is {g}" for g in f"{a + b:,}".split(","))
     assert high.messages[-1].content[0].text == f"{a:,} + {b:,} = {a + b:,}"
-    medium = _analysis(_conversation("addition", "medium", seed)[1])
-    _check_columns(medium, a, b)
-    top_place = data.PLACES[max(len(str(a)), len(str(b))) - 1]  # named before the columns, as "By place" names it
-    assert medium.splitlines()[0].endswith(f"to the {top_place}.") and f"By place: {top_place} " in text
-    lines = set(medium.splitlines())  # the medium working: the column lines and one read-back line of high's
-    assert "Groups" not in medium and len(lines & set(text.splitlines())) == n + 2  # + "So the sum is"
-    assert {"top": f"From the top: {top}.", "groups": f"In groups: {regroup}."}[data.MEDIUM_READ_BACK] in lines
+    medium = _analysis(_conversation("addition", "medium", seed)[1])  # the same question, its working on a budget
+    within = max(a, b) < data.MEDIUM_BUDGET
+    assert (medium == text) == within and (within or "too long to work by columns" in medium), (a, b, medium)
 
 
 def test_effort_sets_the_depth_of_the_analysis():
     enc = encoding()
     for family in ("addition", "weekday", "counting"):
-        for seed in range(5):
+        for seed in range(8):
             lengths = [len(enc.encode(_analysis(_conversation(family, e, seed)[1]))) for e in data.EFFORTS]
-            assert lengths[0] < lengths[1] < lengths[2], (family, seed, lengths)
+            if family == "addition" and lengths[1] == lengths[2]:  # medium's working is high's, within its budget
+                assert lengths[0] < lengths[1], (seed, lengths)
+            else:
+                assert lengths[0] < lengths[1] < lengths[2], (family, seed, lengths)
             assert lengths[0] <= 16  # low: one short sentence restating the task
 
 

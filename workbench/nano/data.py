@@ -11,10 +11,9 @@ Families (``FAMILIES``) and what the effort changes:
 
 - ``addition``: the ``addition`` eval task's question. high: each three-digit group spelled out, the
   digits paired by place, one line per column from the ones up with its carry, the digits read back from
-  the top and then in three-digit groups; medium: the top place named, the column lines (each digit read
-  straight from its three-digit chunk) and one of the two read-back lines (``MEDIUM_READ_BACK``); low: no
-  working. Both efforts name the top place before the first column line (high in "By place"), so the
-  column lines stop by the same rule at either effort.
+  the top and then in three-digit groups; medium: a working budget: the same working as high when both
+  numbers are below ``MEDIUM_BUDGET`` (at most two three-digit groups), otherwise one sentence saying the
+  working is over budget and no working; low: no working.
 - ``digits``: spell a number's digits, or write the number with given digits (string tasks on numbers).
   high: each group and its digits; medium: the number of groups; low: none.
 - ``weekday``: "If today is Friday, what day of the week will it be in 45 days?". high: weeks and days,
@@ -65,7 +64,7 @@ FAMILIES = {"addition": 0.35, "digits": 0.11, "weekday": 0.11, "counting": 0.09,
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions", "ten-millions",
           "hundred-millions", "billions")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MEDIUM_READ_BACK = "top"  # which of high effort's read-back lines the medium addition working keeps (_read_back)
+MEDIUM_BUDGET = 1_000_000  # medium effort works an addition by columns only when both numbers are below this
 EFFORT_WEIGHTS = {"addition": (1.0, 1.0, 2.2)}  # more of the long column-by-column working (the hardest skill)
 INSTRUCTIONS = ("Answer briefly.", "You are a helpful assistant.", "Be precise.", "Show your answer clearly.")
 
@@ -121,29 +120,27 @@ def _columns(a: int, b: int) -> tuple[list[str], list[int]]:
     return lines, written
 
 
-def _read_back(total: int, written: list[int]) -> dict[str, str]:
-    """The lines that turn the column digits into the sum: "top" (the digits from the top, by place) and "groups"
-    (the digits spelled in three-digit groups, each group then written as its o200k chunk)."""
+def _read_back(total: int, written: list[int]) -> list[str]:
+    """The lines that turn the column digits into the sum: the digits from the top, by place, then the digits
+    spelled in three-digit groups, each group then written as its o200k chunk."""
     top = ", ".join(f"{PLACES[p]} {written[p]}" for p in range(len(written) - 1, -1, -1))
     groups = ", ".join(f"{' '.join(g)} is {g}" for g in f"{total:,}".split(","))
-    return {"top": f"From the top: {top}.", "groups": f"In groups: {groups}."}
+    return [f"From the top: {top}.", f"In groups: {groups}."]
 
 
 def addition_analysis(a: int, b: int, effort: str) -> str:
     """The analysis text for a + b at one effort (see the module docstring)."""
     if effort == "low":
         return f"Add {a:,} and {b:,}."
+    if effort == "medium" and max(a, b) >= MEDIUM_BUDGET:
+        return f"Add {a:,} and {b:,}: too long to work by columns at medium effort."
     columns, written = _columns(a, b)
-    back = _read_back(a + b, written)
     width = max(len(str(a)), len(str(b)))
-    if effort == "medium":  # the top place is named before the columns start, as high's "By place" line names it
-        return "\n".join([f"Add {a:,} and {b:,} by columns, from the ones up to the {PLACES[width - 1]}.", *columns,
-                          back[MEDIUM_READ_BACK], f"So the sum is {a + b:,}."])
     da, db = _digits(a, width), _digits(b, width)
     groups = "; ".join(", ".join(f"{g} is {' '.join(g)}" for g in f"{n:,}".split(",")) for n in (a, b))
     pairs = ", ".join(f"{PLACES[width - 1 - i]} {x} {y}" for i, (x, y) in enumerate(zip(da, db)))
     return "\n".join([f"Add {a:,} and {b:,} column by column, from the ones up.", f"Groups: {groups}.",
-                      f"By place: {pairs}.", *columns, back["top"], back["groups"], f"So the sum is {a + b:,}."])
+                      f"By place: {pairs}.", *columns, *_read_back(a + b, written), f"So the sum is {a + b:,}."])
 
 
 def _operand(rng: random.Random) -> int:
