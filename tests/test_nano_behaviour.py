@@ -7,22 +7,25 @@ model of the same shape scores 0 on every one of them (checked in the last test)
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 import workbench
+from workbench.nano import data
 from workbench.nano import evaluate as ev
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Bars from the issue's targets scaled to these n (measured on the shipped weights, same seeds, in brackets):
-HIGH_MIN, LOW_MAX = 21, 14      # of 24 greedy additions: high >= ~90%, low <= 60%   [22 and 0]
-MEDIUM_MIN = 12                 # medium in between: at least half right, at most high  [20]
+HIGH_MIN, LOW_MAX = 21, 14      # of 24 greedy additions: high >= ~90%, low <= 60%   [24 and 0]
+MEDIUM_MIN = 12                 # medium in between: at least half right, at most high  [21: the 21 within budget]
 CLEAN_MIN = 0.97                # share of sampled generations with zero Harmony errors (target 0.99)  [1.0]
-MASS_MAX = 1e-3                 # mean probability on untrained ids per sampled step (the target)  [5.4e-5]
+MASS_MAX = 1e-3                 # mean probability on untrained ids per sampled step (the target)  [2.4e-5]
 PY_CALLS_MIN = 11               # of 12 sampled: well-formed python calls >= 90%  [12]
-PY_RIGHT_MIN, FN_RIGHT_MIN = 4, 7     # of 12 sampled, right answers; the python target (85%) is missed: the
-                                      # sampled final answer miscopies the tool's long number  [6 and 9]
+PY_RIGHT_MIN, FN_RIGHT_MIN = 8, 10    # of 12 sampled, right answers (python: >= 85% is met greedy, not sampled)
+                                      # [10 and 12]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,18 @@ def test_addition_accuracy_rises_with_effort(addition):
     assert MEDIUM_MIN <= medium <= high, (low, medium, high)
     analysis = {e: sum(r.analysis_tokens for r in rs) / len(rs) for e, rs in addition.items()}
     assert 4 * analysis["low"] < analysis["medium"] < analysis["high"]  # the working grows with effort
+
+
+def test_medium_effort_works_within_its_budget(addition):
+    """Medium writes the column working exactly when both numbers are below ``data.MEDIUM_BUDGET`` and is then
+    right as often as high effort; over budget it writes one sentence and, like low effort, gets the sum wrong."""
+    within, over = [], []
+    for r in addition["medium"]:
+        a, b = (int(x.replace(",", "")) for x in re.findall(r"[\d,]+(?=[ ?])", r.question))
+        (within if max(a, b) < data.MEDIUM_BUDGET else over).append(r)
+    assert len(within) >= 6 and len(over) >= 3  # both sides of the budget (21 and 3 of these 24)
+    assert all(r.analysis_tokens > 60 for r in within) and all(r.analysis_tokens < 40 for r in over)
+    assert sum(r.correct for r in within) >= len(within) - 2 and sum(r.correct for r in over) <= 1
 
 
 def test_sampled_harmony_is_clean_and_stays_on_trained_ids(nano):
