@@ -205,3 +205,20 @@ def test_nbconvert_uses_the_static_html_once_widget_state_is_dropped():
     assert "widgets" in nb.metadata and "widgets" not in stripped.metadata
     html, _ = HTMLExporter().from_notebook_node(stripped)
     assert html.count('class="wb-static"') == 1 and 'class="wb-spec"' in html
+
+
+def test_nbconvert_execute_without_stored_widget_state_shows_the_static_widgets(tmp_path):
+    """The README's one step for an offline HTML copy of a notebook: ``jupyter nbconvert --execute --to html
+    --ExecutePreprocessor.store_widget_state=False``, here through the same classes the command uses."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from workbench.widgets import TokenStreamView\nTokenStreamView([200005, 17196, 200008, 12194, 200007])")]
+    for store, static in ((True, 0), (False, 1)):
+        done = ExecutePreprocessor(timeout=120, store_widget_state=store).preprocess(
+            nbformat.from_dict(nb), {"metadata": {"path": str(tmp_path)}})[0]
+        html, _ = HTMLExporter().from_notebook_node(done)
+        assert html.count('class="wb-static"') == static, store
